@@ -1,0 +1,58 @@
+"""The transcription capability (speech to text), driven from a worker thread."""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from appliance.capabilities.chat import ModelInfo
+
+
+@dataclass(frozen=True)
+class TranscriptionRequest:
+    audio: bytes
+    """16 kHz mono float32 PCM, little-endian."""
+    language: str | None = None
+    prompt: str | None = None
+    temperature: float = 0.0
+    translate: bool = False
+    word_timestamps: bool = False
+
+
+@dataclass
+class Segment:
+    start: float
+    end: float
+    text: str
+    words: list[dict[str, float | str]] = field(default_factory=list)
+
+
+@dataclass
+class Transcription:
+    text: str
+    language: str
+    duration: float
+    segments: list[Segment]
+
+
+class Transcriber(ABC):
+    info: ModelInfo
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def load(self) -> None:  # noqa: B027 - optional override
+        """Load weights; called in the worker thread."""
+
+    def unload(self) -> None:  # noqa: B027 - optional override
+        """Free weights; called in the worker thread."""
+
+    @property
+    def loaded(self) -> bool:
+        return True
+
+    @abstractmethod
+    def transcribe(self, request: TranscriptionRequest, cancel: threading.Event) -> Transcription:
+        """Transcribe (or translate to English) the audio."""

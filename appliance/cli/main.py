@@ -1,0 +1,37 @@
+"""The ``appliance`` command group; plugins add commands through ``register_commands``."""
+
+from __future__ import annotations
+
+import click
+
+from appliance import __version__
+from appliance.cli.plugins_cmd import plugins
+from appliance.cli.serve import serve
+from appliance.cli.tokens import tokens
+
+
+@click.group()
+@click.version_option(__version__, prog_name="appliance")
+def cli() -> None:
+    """Private, offline AI for your LAN."""
+
+
+cli.add_command(serve)
+cli.add_command(tokens)
+cli.add_command(plugins)
+
+
+def _plugin_commands() -> None:
+    from appliance.plugins import load_plugins
+    from appliance.settings import load_settings
+
+    try:
+        allow = load_settings().load_plugins
+    except Exception:
+        allow = None
+    load_plugins(allow).call_each("register_commands", cli=cli)
+
+
+def main() -> None:
+    _plugin_commands()
+    cli()

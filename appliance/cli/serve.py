@@ -1,0 +1,54 @@
+"""``appliance serve``: run the HTTP server until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import click
+from aiohttp import web
+
+from appliance.app import create_app
+from appliance.cli.common import home_option, settings_from, setup_logging
+from appliance.errors import ApplianceError
+from appliance.settings import Settings
+
+log = logging.getLogger("appliance.serve")
+
+
+async def serve_until_stopped(settings: Settings) -> None:
+    app = create_app(settings)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        log.info("serving on http://%s:%d (home %s)", settings.host, settings.port, settings.home)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await runner.cleanup()
+
+
+@click.command()
+@click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 11434).")
+@home_option
+def serve(host: str | None, port: int | None, home: Path | None) -> None:
+    """Serve the OpenAI, Ollama and appliance APIs."""
+    settings = settings_from(host=host, port=port, home=home)
+    setup_logging(settings.log_level)
+    try:
+        asyncio.run(serve_until_stopped(settings))
+    except ApplianceError as exc:
+        raise click.ClickException(exc.message) from None
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {settings.host}:{settings.port}: {exc}"
+        ) from None

@@ -1,0 +1,1 @@
+"""Hardware facts, device profiles and the choice of models that fit."""

@@ -1,0 +1,1 @@
+"""The HTTP surface: middleware, the OpenAI, Ollama and appliance APIs."""

@@ -1,0 +1,127 @@
+"""The appliance's own endpoints: health, the well-known record, plugins and tokens."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from appliance.auth import active_token_count, create_token, list_tokens, revoke_token
+from appliance.core import Appliance, Event
+from appliance.http.middleware import read_json, require
+from appliance.http.validation import parse_body
+from appliance.keys import appliance_of, request_id_of
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/")
+async def root(request: web.Request) -> web.Response:
+    # Ollama clients probe the root and expect this exact text.
+    return web.Response(text="Ollama is running")
+
+
+@routes.get("/appliance/health")
+async def health(request: web.Request) -> web.Response:
+    appliance = appliance_of(request)
+    return web.json_response(
+        {
+            "status": "ok",
+            "id": appliance.id,
+            "version": appliance.version,
+            "uptime_s": round(time.time() - appliance.started_at, 1),
+            "models_loaded": [m.name for m in appliance.scheduler.loaded()],
+        }
+    )
+
+
+async def auth_mode(appliance: Appliance) -> str:
+    if not appliance.settings.is_loopback:
+        return "required"
+    has_tokens = await appliance.db.read(lambda db: active_token_count(db) > 0)
+    return "required" if has_tokens else "none"
+
+
+async def well_known_record(appliance: Appliance) -> dict[str, Any]:
+    reg = appliance.registry
+    return {
+        "id": appliance.id,
+        "name": appliance.settings.instance_name or f"appliance-{appliance.id[:6]}",
+        "version": appliance.version,
+        "apis": {
+            "openai": {"base": "/v1"},
+            "ollama": {"base": "/api"},
+            "appliance": {"base": "/appliance"},
+        },
+        "models": {
+            "chat": reg.chat.names(),
+            "embeddings": reg.embedders.names(),
+            "transcription": reg.transcribers.names(),
+        },
+        "auth": await auth_mode(appliance),
+        "profile": {"id": appliance.profile.id, "name": appliance.profile.name},
+    }
+
+
+@routes.get("/.well-known/appliance.json")
+async def well_known(request: web.Request) -> web.Response:
+    return web.json_response(await well_known_record(appliance_of(request)))
+
+
+@routes.get("/appliance/plugins")
+async def plugins(request: web.Request) -> web.Response:
+    require(request, "plugins.read")
+    return web.json_response({"plugins": appliance_of(request).plugins.as_list()})
+
+
+class TokenCreate(BaseModel):
+    role: str = Field(pattern="^(user|admin)$")
+    name: str = ""
+
+
+@routes.get("/appliance/tokens")
+async def tokens(request: web.Request) -> web.Response:
+    require(request, "tokens.manage")
+    rows = await appliance_of(request).db.read(list_tokens)
+    return web.json_response({"tokens": rows})
+
+
+@routes.post("/appliance/tokens")
+async def new_token(request: web.Request) -> web.Response:
+    actor = require(request, "tokens.manage")
+    body = parse_body(TokenCreate, await read_json(request))
+    appliance = appliance_of(request)
+    token, row = await appliance.db.write(
+        lambda db: create_token(db, body.role, body.name, created_by=actor.id)
+    )
+    appliance.track(
+        Event(
+            "token.created",
+            actor=actor,
+            resource=row["id"],
+            address=request.remote or "",
+            request_id=request_id_of(request),
+            detail={"role": body.role},
+        )
+    )
+    return web.json_response({**row, "token": token}, status=201)
+
+
+@routes.delete("/appliance/tokens/{token_id}")
+async def delete_token(request: web.Request) -> web.Response:
+    actor = require(request, "tokens.manage")
+    appliance = appliance_of(request)
+    token_id = request.match_info["token_id"]
+    row = await appliance.db.write(lambda db: revoke_token(db, token_id))
+    appliance.track(
+        Event(
+            "token.revoked",
+            actor=actor,
+            resource=token_id,
+            address=request.remote or "",
+            request_id=request_id_of(request),
+        )
+    )
+    return web.json_response({**row, "revoked": True})

@@ -1,0 +1,100 @@
+"""One path for inference from every API: run a model on its worker, accumulate, record history."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance.auth import Actor
+from appliance.capabilities import ChatModel, ChatRequest, CompletionRequest, GenerationChunk, Usage
+from appliance.core import Appliance
+from appliance.history.conversations import Exchange, record_exchange
+
+
+@dataclass
+class ChatRun:
+    appliance: Appliance
+    actor: Actor
+    model: ChatModel
+    request: ChatRequest | CompletionRequest
+    api: str
+    keep_alive: float | None = None
+    conversation_id: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    text: str = ""
+    finish_reason: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    logprobs: list[dict[str, Any]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    first_token_ms: float | None = None
+
+    def _work(self, cancel: Any) -> Any:
+        if isinstance(self.request, ChatRequest):
+            return self.model.chat(self.request, cancel)
+        return self.model.complete(self.request, cancel)
+
+    async def stream(self) -> AsyncGenerator[GenerationChunk, None]:
+        parts: list[str] = []
+        try:
+            async for chunk in self.appliance.scheduler.stream(
+                self.model, self._work, self.keep_alive
+            ):
+                if chunk.text:
+                    if self.first_token_ms is None:
+                        self.first_token_ms = (time.monotonic() - self.started) * 1000
+                    parts.append(chunk.text)
+                if chunk.tool_calls:
+                    self.tool_calls.extend(chunk.tool_calls)
+                if chunk.logprobs:
+                    self.logprobs.extend(chunk.logprobs)
+                if chunk.usage is not None:
+                    self.usage = chunk.usage
+                if chunk.finish_reason is not None:
+                    self.finish_reason = chunk.finish_reason
+                yield chunk
+        finally:
+            self.text = "".join(parts)
+
+    async def collect(self) -> None:
+        async for _ in self.stream():
+            pass
+
+    @property
+    def total_ms(self) -> float:
+        return (time.monotonic() - self.started) * 1000
+
+    async def record(self) -> str:
+        """Store the exchange in history; return the conversation id."""
+        if isinstance(self.request, ChatRequest):
+            messages = list(self.request.messages)
+        else:
+            messages = [{"role": "user", "content": self.request.prompt}]
+        reply: dict[str, Any] = {"role": "assistant", "content": self.text}
+        meta = dict(self.meta)
+        if self.tool_calls:
+            meta["tool_calls"] = self.tool_calls
+        if self.finish_reason:
+            meta["finish_reason"] = self.finish_reason
+        if self.first_token_ms is not None:
+            meta["first_token_ms"] = round(self.first_token_ms, 1)
+        exchange = Exchange(
+            owner=self.actor.id,
+            model=self.model.name,
+            api=self.api,
+            messages=messages,
+            reply=reply,
+            prompt_tokens=self.usage.prompt_tokens,
+            completion_tokens=self.usage.completion_tokens,
+            prompt_ms=self.usage.prompt_ms,
+            decode_ms=self.usage.decode_ms,
+            total_ms=self.total_ms,
+            meta=meta,
+            conversation_id=self.conversation_id,
+        )
+        self.conversation_id = await self.appliance.db.write(
+            lambda db: record_exchange(db, exchange)
+        )
+        return self.conversation_id

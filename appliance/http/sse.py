@@ -1,0 +1,38 @@
+"""Server-sent events as OpenAI streams them: ``data: {json}\\n\\n`` ... ``data: [DONE]``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+
+async def open_stream(
+    request: web.Request, content_type: str = "text/event-stream"
+) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": content_type,
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    from appliance.keys import request_id_of
+
+    response.headers["X-Request-Id"] = request_id_of(request)
+    await response.prepare(request)
+    return response
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+async def send_event(response: web.StreamResponse, obj: Any) -> None:
+    await response.write(b"data: " + dumps(obj) + b"\n\n")
+
+
+async def send_done(response: web.StreamResponse) -> None:
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
