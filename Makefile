@@ -7,12 +7,14 @@ STAMP  := $(VENV)/.installed
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test lint format install sysdeps models clean
+TEST_MODELS := $(CURDIR)/.cache/models
+
+.PHONY: run test lint format install sysdeps models test-models clean
 
 run: install models
 	$(BIN)/appliance serve
 
-test: install models
+test: install test-models
 	$(BIN)/python -m pytest -q
 
 lint: install
@@ -42,7 +44,12 @@ sysdeps:
 	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
 	fi
 
+# The default models (fetched once: a file already in the store with the right hash is kept).
 models: install
+	$(BIN)/appliance models fetch --default
+
+test-models: install
+	$(BIN)/appliance models fetch --default --models-dir $(TEST_MODELS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -16,6 +16,8 @@ from appliance.hardware.profiles import GENERIC, HardwareProfile
 from appliance.history.db import HistoryDB
 from appliance.history.migrations import Migration, apply_migrations
 from appliance.history.schema import CORE_MIGRATIONS
+from appliance.models.catalog import load_catalog
+from appliance.models.store import ModelStore
 from appliance.plugins import Plugins
 from appliance.registry import Registry
 from appliance.scheduler import Scheduler
@@ -66,6 +68,8 @@ class Appliance:
         self.started_at = time.time()
         self._db: HistoryDB | None = None
         self.registry = Registry()
+        self.catalog = load_catalog()
+        self.store = ModelStore(settings.models_dir, self.catalog)
         self.scheduler = Scheduler(settings.queue_size, settings.keep_alive_s)
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -104,7 +108,9 @@ class Appliance:
                 def register(item: Any, owner: str = owner, target: Any = target) -> None:
                     target.add(item.name, item, owner)
 
-                self._call_registration(impl, hook, register=register, profile=self.profile)
+                self._call_registration(
+                    impl, hook, register=register, profile=self.profile, appliance=self
+                )
         for impl in reversed(self.plugins.hook.register_document_loaders.get_hookimpls()):
             owner = impl.plugin_name
 

@@ -28,18 +28,25 @@ hookspec = pluggy.HookspecMarker("appliance")
 
 
 @hookspec
-def register_chat_models(register: Callable[[ChatModel], None], profile: HardwareProfile) -> None:
-    """Register chat models by calling ``register(model)`` for each."""
+def register_chat_models(
+    register: Callable[[ChatModel], None], profile: HardwareProfile, appliance: Appliance
+) -> None:
+    """Register chat models by calling ``register(model)`` for each.
+
+    ``appliance`` gives the settings and the model store (``appliance.store``).
+    """
 
 
 @hookspec
-def register_embedders(register: Callable[[Embedder], None], profile: HardwareProfile) -> None:
+def register_embedders(
+    register: Callable[[Embedder], None], profile: HardwareProfile, appliance: Appliance
+) -> None:
     """Register embedding models by calling ``register(embedder)`` for each."""
 
 
 @hookspec
 def register_transcribers(
-    register: Callable[[Transcriber], None], profile: HardwareProfile
+    register: Callable[[Transcriber], None], profile: HardwareProfile, appliance: Appliance
 ) -> None:
     """Register speech-to-text models by calling ``register(transcriber)`` for each."""
 

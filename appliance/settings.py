@@ -28,7 +28,7 @@ def default_home(environ: Mapping[str, str] | None = None) -> Path:
 
 
 class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     home: Path = Field(default_factory=default_home)
     host: str = "127.0.0.1"
@@ -38,8 +38,10 @@ class Settings(BaseModel):
     max_json_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     mdns: bool = True
     instance_name: str = ""
+    models_dir_override: Path | None = Field(default=None, alias="models_dir")
     chat_model: str = ""
     embed_model: str = ""
+    chat_ctx: int = Field(default=4096, ge=256)
     n_threads: int = Field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)), ge=1)
     keep_alive_s: float = Field(default=300.0, ge=0)
     queue_size: int = Field(default=16, ge=1)
@@ -62,7 +64,7 @@ class Settings(BaseModel):
 
     @property
     def models_dir(self) -> Path:
-        return self.home / "models"
+        return self.models_dir_override or self.home / "models"
 
     @property
     def is_loopback(self) -> bool:
@@ -71,7 +73,8 @@ class Settings(BaseModel):
 
 def _env_values(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
     values: dict[str, tuple[Any, str]] = {}
-    for name in Settings.model_fields:
+    for field_name, info in Settings.model_fields.items():
+        name = info.alias or field_name
         key = ENV_PREFIX + name.upper()
         if key in environ:
             raw: Any = environ[key]

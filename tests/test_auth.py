@@ -6,7 +6,7 @@ from appliance.app import create_app
 from appliance.auth import hash_token
 from appliance.errors import SettingsError
 from appliance.keys import APPLIANCE
-from tests.conftest import ClientFactory, bearer, make_settings, new_token
+from tests.fixtures import ClientFactory, bearer, make_settings, new_token
 
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "hello there"}]}
 

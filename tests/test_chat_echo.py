@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import ClientFactory
+from tests.fixtures import ClientFactory
 
 
 async def read_sse(response: Any) -> list[Any]:
@@ -150,7 +150,7 @@ async def test_completions(client: TestClient) -> None:  # type: ignore[type-arg
 
 
 async def test_user_cannot_read_anothers_conversation(make_client: ClientFactory) -> None:
-    from tests.conftest import bearer, new_token
+    from tests.fixtures import bearer, new_token
 
     client = await make_client(host="0.0.0.0")
     alice, bob = new_token(client, "user"), new_token(client, "user")

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from tests.conftest import ClientFactory
+from tests.fixtures import ClientFactory
 
 
 async def test_bad_json_on_v1_is_openai_shaped(make_client: ClientFactory) -> None:

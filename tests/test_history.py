@@ -10,7 +10,7 @@ from appliance.history.db import HistoryDB
 from appliance.history.migrations import Migration, applied, apply_migrations
 from appliance.history.schema import CORE_MIGRATIONS
 from appliance.plugins import load_plugins
-from tests.conftest import make_settings
+from tests.fixtures import make_settings
 
 
 def test_migrations_on_a_fresh_database(tmp_path: Path) -> None:

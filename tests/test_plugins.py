@@ -12,7 +12,7 @@ from appliance import hookimpl
 from appliance.app import create_app
 from appliance.errors import PluginError
 from appliance.plugins import load_plugins
-from tests.conftest import ClientFactory, make_settings
+from tests.fixtures import ClientFactory, make_settings
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 from appliance import ChatModel, ChatRequest, GenerationChunk, ModelInfo, Usage, hookimpl
 from appliance.keys import APPLIANCE
 from appliance.scheduler import Scheduler
-from tests.conftest import ClientFactory
+from tests.fixtures import ClientFactory
 
 
 class SlowModel(ChatModel):

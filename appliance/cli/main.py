@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from appliance import __version__
+from appliance.cli.models_cmd import models
 from appliance.cli.plugins_cmd import plugins
 from appliance.cli.serve import serve
 from appliance.cli.tokens import tokens
@@ -19,6 +20,7 @@ def cli() -> None:
 cli.add_command(serve)
 cli.add_command(tokens)
 cli.add_command(plugins)
+cli.add_command(models)
 
 
 def _plugin_commands() -> None:

@@ -1,0 +1,1 @@
+"""Models: the catalog (what exists), the store (what is on disk, verified), sources, converters."""

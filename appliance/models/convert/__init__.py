@@ -1,0 +1,10 @@
+"""Offline converters from formats found in the wild to what the engines load (numpy only)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from appliance.models.convert.bert_gguf import convert_bert
+
+CONVERTERS: dict[str, Callable[[Path, Path], None]] = {"bert-gguf": convert_bert}

@@ -1,0 +1,3 @@
+"""Fixtures shared by the core tests and every plugin's tests."""
+
+pytest_plugins = ["tests.fixtures"]

@@ -1,0 +1,82 @@
+"""Chat, completions and embeddings on llama.cpp for every catalog model in the store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from appliance import ChatModel, Embedder, ModelInfo, hookimpl
+from appliance.hardware.profiles import HardwareProfile
+from appliance_llama.chat import LlamaChatModel
+from appliance_llama.embed import LlamaEmbedder
+
+if TYPE_CHECKING:
+    from appliance.core import Appliance
+    from appliance.models.catalog import CatalogModel
+    from appliance.models.store import StoredModel
+
+
+def _info(stored: StoredModel, context: int) -> ModelInfo:
+    model: CatalogModel = stored.model
+    return ModelInfo(
+        name=model.id,
+        family=model.family,
+        parameters=model.parameters,
+        quantization=stored.quant.name,
+        context_length=context,
+        size_bytes=stored.quant.size or stored.path.stat().st_size,
+        digest=stored.sha256,
+        owned_by="appliance-llama",
+        capabilities=("chat", "completion") if model.kind == "chat" else ("embedding",),
+        details={
+            "dimensions": model.embedding_length,
+            "license": model.license,
+            "layers": model.layers,
+            "trained_context": model.context,
+            "file": str(stored.path),
+        },
+    )
+
+
+def _loader(appliance: Appliance, stored: StoredModel) -> Callable[[], object]:
+    return lambda: appliance.store.verified_path(stored.model, stored.quant)
+
+
+def _chosen(appliance: Appliance, kind: str) -> list[StoredModel]:
+    """One stored file per model id: the catalog's default quantization when present."""
+    by_id: dict[str, StoredModel] = {}
+    for stored in appliance.store.installed():
+        if stored.model.kind != kind:
+            continue
+        current = by_id.get(stored.model.id)
+        if current is None or stored.quant.name == stored.model.default_quant:
+            by_id[stored.model.id] = stored
+    return list(by_id.values())
+
+
+@hookimpl
+def register_chat_models(
+    register: Callable[[ChatModel], None], profile: HardwareProfile, appliance: Appliance
+) -> None:
+    settings = appliance.settings
+    for stored in _chosen(appliance, "chat"):
+        context = min(settings.chat_ctx, stored.model.context or settings.chat_ctx)
+        register(
+            LlamaChatModel(
+                _info(stored, context), _loader(appliance, stored), context, settings.n_threads
+            )
+        )
+
+
+@hookimpl
+def register_embedders(
+    register: Callable[[Embedder], None], profile: HardwareProfile, appliance: Appliance
+) -> None:
+    for stored in _chosen(appliance, "embed"):
+        register(
+            LlamaEmbedder(
+                _info(stored, stored.model.context or 512),
+                _loader(appliance, stored),
+                appliance.settings.n_threads,
+            )
+        )

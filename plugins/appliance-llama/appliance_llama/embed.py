@@ -1,0 +1,43 @@
+"""An embedding model on llama.cpp (BERT-style GGUF with mean pooling)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+
+from appliance import Embedder, EmbeddingResult
+from appliance.capabilities.chat import ModelInfo
+
+
+class LlamaEmbedder(Embedder):
+    def __init__(self, info: ModelInfo, path_for_load: Callable[[], Path], n_threads: int) -> None:
+        self.info = info
+        self._path_for_load = path_for_load
+        self.n_threads = n_threads
+        self.llm: Any = None
+
+    @property
+    def loaded(self) -> bool:
+        return self.llm is not None
+
+    def load(self) -> None:
+        self.llm = llama_cpp.Llama(
+            str(self._path_for_load()),
+            embedding=True,
+            n_ctx=self.info.context_length or 512,
+            n_batch=self.info.context_length or 512,
+            n_threads=self.n_threads,
+            verbose=False,
+        )
+
+    def unload(self) -> None:
+        if self.llm is not None:
+            self.llm.close()
+        self.llm = None
+
+    def embed(self, texts: list[str]) -> EmbeddingResult:
+        vectors, tokens = self.llm.embed(texts, normalize=True, truncate=True, return_count=True)
+        return EmbeddingResult(vectors=[list(map(float, v)) for v in vectors], prompt_tokens=tokens)

@@ -1,0 +1,49 @@
+"""A live test server with the real default models from the test model store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from openai import AsyncOpenAI
+
+from appliance.app import create_app
+from appliance.models.catalog import load_catalog
+from appliance.models.store import ModelStore
+from tests.fixtures import make_settings
+
+REPO = Path(__file__).resolve().parents[3]
+MODELS_DIR = REPO / ".cache" / "models"
+CHAT = "smollm2:135m"
+EMBED = "all-minilm:l6-v2"
+
+
+def require_default_models() -> None:
+    store = ModelStore(MODELS_DIR, load_catalog())
+    missing = [m.id for m in load_catalog().defaults() if not store.has(m)]
+    if missing:
+        pytest.fail(
+            f"default models {missing} are not in {MODELS_DIR}; `make test` fetches them "
+            "(or run `.venv/bin/appliance models fetch --default --models-dir .cache/models`)"
+        )
+
+
+@pytest.fixture
+async def llama_client(aiohttp_client: Any, home: Path) -> TestClient:  # type: ignore[type-arg]
+    require_default_models()
+    settings = make_settings(
+        home, load_plugins=("llama",), models_dir=MODELS_DIR, n_threads=2, chat_ctx=1024
+    )
+    return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+async def openai_client(llama_client: TestClient) -> AsyncIterator[AsyncOpenAI]:  # type: ignore[type-arg]
+    client = AsyncOpenAI(
+        base_url=str(llama_client.make_url("/v1")), api_key="unused", max_retries=0
+    )
+    yield client
+    await client.close()
