@@ -175,13 +175,21 @@ class Scheduler:
         model: Schedulable,
         fn: Callable[[threading.Event], Iterator[Any]],
         keep_alive: float | None = None,
+        on_start: Callable[[Job], None] | None = None,
     ) -> AsyncIterator[Any]:
-        """Run ``fn`` on the model's thread and yield what it yields. Cancels on early exit."""
+        """Run ``fn`` on the model's thread and yield what it yields. Cancels on early exit.
+
+        ``on_start`` sees the job once it runs (its ``load_ms`` and ``queued_ms`` are set).
+        """
         job = Job(fn=fn, loop=asyncio.get_running_loop(), keep_alive=keep_alive)
         self.worker(model).submit(job)
+        started = False
         try:
             while True:
                 item = await job.results.get()
+                if not started and on_start is not None:
+                    on_start(job)
+                started = True
                 if item is _END:
                     return
                 if isinstance(item, BaseException):

@@ -125,3 +125,31 @@ async def delete_token(request: web.Request) -> web.Response:
         )
     )
     return web.json_response({**row, "revoked": True})
+
+
+@routes.get("/appliance/models")
+async def models(request: web.Request) -> web.Response:
+    """What is on the box (verified store), what is served, and the catalog's ids."""
+    require(request, "models.list")
+    appliance = appliance_of(request)
+    reg = appliance.registry
+    return web.json_response(
+        {
+            "served": {
+                "chat": reg.chat.names(),
+                "embeddings": reg.embedders.names(),
+                "transcription": reg.transcribers.names(),
+            },
+            "stored": appliance.store.describe(),
+            "catalog": [
+                {
+                    "id": m.id,
+                    "kind": m.kind,
+                    "parameters": m.parameters,
+                    "quants": [q.name for q in m.quants],
+                    "license": m.license,
+                }
+                for m in appliance.catalog.models
+            ],
+        }
+    )

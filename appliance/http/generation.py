@@ -30,6 +30,12 @@ class ChatRun:
     logprobs: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     first_token_ms: float | None = None
+    load_ms: float = 0.0
+    queued_ms: float = 0.0
+
+    def _started(self, job: Any) -> None:
+        self.load_ms = job.load_ms
+        self.queued_ms = job.queued_ms
 
     def _work(self, cancel: Any) -> Any:
         if isinstance(self.request, ChatRequest):
@@ -40,7 +46,7 @@ class ChatRun:
         parts: list[str] = []
         try:
             async for chunk in self.appliance.scheduler.stream(
-                self.model, self._work, self.keep_alive
+                self.model, self._work, self.keep_alive, on_start=self._started
             ):
                 if chunk.text:
                     if self.first_token_ms is None:
@@ -80,6 +86,8 @@ class ChatRun:
             meta["finish_reason"] = self.finish_reason
         if self.first_token_ms is not None:
             meta["first_token_ms"] = round(self.first_token_ms, 1)
+        if self.load_ms:
+            meta["load_ms"] = round(self.load_ms, 1)
         exchange = Exchange(
             owner=self.actor.id,
             model=self.model.name,
