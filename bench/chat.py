@@ -16,12 +16,19 @@ import llama_cpp
 
 from appliance.models.catalog import load_catalog
 from appliance.models.store import ModelStore
-from bench.common import MODELS_DIR, median, serve
+from bench.common import MODELS_DIR, median, serve_process
 
 MODEL = "smollm2:135m"
 MAX_TOKENS = 128
 ROUNDS = 5
 PROMPT = [{"role": "user", "content": "Write a short story about a lighthouse keeper."}]
+BRIEFING = (
+    "You are the writing assistant of a small coastal town's library. The library runs a "
+    "weekly reading circle for retired fishermen, a homework club for children, and an "
+    "archive of local newspapers going back to 1890. Stories you write are read aloud, so "
+    "keep sentences short, avoid lists, and prefer concrete details: the smell of tar, the "
+    "sound of gulls, the weight of wet rope. Never invent real people's names. "
+) * 3
 
 
 def direct_decode_tps(llm: llama_cpp.Llama) -> float:
@@ -78,7 +85,8 @@ async def main() -> None:
     path = ModelStore(MODELS_DIR, catalog).verified_path(model)
     llm = llama_cpp.Llama(str(path), n_ctx=4096, n_threads=2, verbose=False)
     with tempfile.TemporaryDirectory() as home:
-        async with serve(Path(home), load_plugins=("llama",)) as url, aiohttp.ClientSession() as s:
+        server = serve_process(Path(home), "llama")
+        async with server as url, aiohttp.ClientSession() as s:
             await http_stream(s, url, PROMPT)  # load the model once
             direct, http = [], []
             for _ in range(ROUNDS):
@@ -86,7 +94,11 @@ async def main() -> None:
                 http.append((await http_stream(s, url, PROMPT))[0])
             ttft_first, ttft_second = [], []
             for i in range(ROUNDS):
-                opening = [{"role": "user", "content": f"Story {i}: " + PROMPT[0]["content"]}]
+                # A distinct start each round, so the first turn shares no cached prefix.
+                opening = [
+                    {"role": "system", "content": f"Session {i}. " + BRIEFING},
+                    {"role": "user", "content": PROMPT[0]["content"]},
+                ]
                 _, first_ttft, text = await http_stream(s, url, opening)
                 follow = [
                     *opening,
@@ -102,7 +114,7 @@ async def main() -> None:
     print(f"ratio HTTP / direct: {h / d:.3f}   (target >= 0.95)")
     f, s2 = median(ttft_first), median(ttft_second)
     print(f"time to first token  first turn: {f * 1000:6.1f} ms   second turn: {s2 * 1000:6.1f} ms")
-    print(f"ratio second / first turn: {s2 / f:.3f}   (prefix reuse: below 1 is better)")
+    print(f"ratio second / first turn: {s2 / f:.3f}   (prefix reuse: well below 1 is the goal)")
 
 
 if __name__ == "__main__":

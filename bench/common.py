@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import socket
+import sys
 import statistics
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from appliance.app import create_app
@@ -39,6 +43,33 @@ async def serve(home: Path, **overrides: Any) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def serve_process(home: Path, plugins: str) -> AsyncIterator[str]:
+    """Run `appliance serve` in its own process (as clients see it); yield its base URL."""
+    port = free_port()
+    env = {**os.environ, "APPLIANCE_LOAD_PLUGINS": plugins, "APPLIANCE_MDNS": "false",
+           "APPLIANCE_MODELS_DIR": str(MODELS_DIR), "APPLIANCE_N_THREADS": "2",
+           "APPLIANCE_LOG_LEVEL": "WARNING"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "appliance", "serve", "--port", str(port), "--home", str(home),
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(300):
+                try:
+                    async with session.get(url + "/appliance/health") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        await proc.wait()
 
 
 def median(values: list[float]) -> float:
