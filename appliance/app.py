@@ -26,7 +26,9 @@ def create_app(
     extra_plugins: Iterable[tuple[str, object]] = (),
 ) -> web.Application:
     """Build the aiohttp application. The database opens and closes with the app (cleanup_ctx)."""
-    plugins = plugins or load_plugins(settings.load_plugins, extra_plugins)
+    plugins = plugins or load_plugins(
+        settings.load_plugins, extra_plugins, settings.disable_plugins
+    )
     appliance = Appliance(settings, plugins)
     appliance.register_models()
     app = web.Application(

@@ -141,17 +141,19 @@ class Plugins:
         return [r.as_dict() for r in self.records.values()]
 
 
-def _selected(name: str, allow: Iterable[str] | None) -> bool:
-    return allow is None or name in set(allow)
+def _selected(name: str, allow: Iterable[str] | None, deny: Iterable[str]) -> bool:
+    return (allow is None or name in set(allow)) and name not in set(deny)
 
 
 def load_plugins(
     allow: tuple[str, ...] | None = None,
     extra: Iterable[tuple[str, object]] = (),
+    deny: tuple[str, ...] = (),
 ) -> Plugins:
     """Load the built-ins, then every ``appliance`` entry point the allow-list admits.
 
     ``allow``: None loads all; an empty tuple loads none; otherwise only the names given.
+    ``deny``: names never loaded (disabled plugins).
     ``extra``: (name, object) pairs registered as plugins too (tests use this).
     """
     plugins = Plugins()
@@ -159,7 +161,7 @@ def load_plugins(
         module = importlib.import_module(module_name)
         plugins.register(module, PluginRecord(name=module_name, module=module_name, builtin=True))
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if not _selected(ep.name, allow):
+        if not _selected(ep.name, allow, deny):
             continue
         dist = ep.dist
         record = PluginRecord(

@@ -34,6 +34,7 @@ class Settings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=11434, ge=1, le=65535)
     load_plugins: tuple[str, ...] | None = None
+    disable_plugins: tuple[str, ...] = ()
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     max_json_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     mdns: bool = True
@@ -78,7 +79,7 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
         key = ENV_PREFIX + name.upper()
         if key in environ:
             raw: Any = environ[key]
-            if name == "load_plugins":
+            if name in ("load_plugins", "disable_plugins"):
                 raw = tuple(p.strip() for p in raw.split(",") if p.strip())
             values[name] = (raw, key)
     return values
@@ -93,7 +94,7 @@ def _file_values(path: Path) -> dict[str, tuple[Any, str]]:
         raise SettingsError(f"{path} is not valid TOML: {exc}") from exc
     values: dict[str, tuple[Any, str]] = {}
     for key, value in data.items():
-        if key == "load_plugins" and isinstance(value, str):
+        if key in ("load_plugins", "disable_plugins") and isinstance(value, str):
             value = tuple(p.strip() for p in value.split(",") if p.strip())
         values[key] = (value, str(path))
     return values

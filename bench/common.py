@@ -49,11 +49,23 @@ async def serve(home: Path, **overrides: Any) -> AsyncIterator[str]:
 async def serve_process(home: Path, plugins: str) -> AsyncIterator[str]:
     """Run `appliance serve` in its own process (as clients see it); yield its base URL."""
     port = free_port()
-    env = {**os.environ, "APPLIANCE_LOAD_PLUGINS": plugins, "APPLIANCE_MDNS": "false",
-           "APPLIANCE_MODELS_DIR": str(MODELS_DIR), "APPLIANCE_N_THREADS": "2",
-           "APPLIANCE_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "APPLIANCE_LOAD_PLUGINS": plugins,
+        "APPLIANCE_MDNS": "false",
+        "APPLIANCE_MODELS_DIR": str(MODELS_DIR),
+        "APPLIANCE_N_THREADS": "2",
+        "APPLIANCE_LOG_LEVEL": "WARNING",
+    }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "appliance", "serve", "--port", str(port), "--home", str(home),
+        sys.executable,
+        "-m",
+        "appliance",
+        "serve",
+        "--port",
+        str(port),
+        "--home",
+        str(home),
         env=env,
     )
     url = f"http://127.0.0.1:{port}"

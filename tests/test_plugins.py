@@ -134,3 +134,8 @@ class DuplicateEcho:
 def test_duplicate_model_name_fails_start_up_clearly(home: Path) -> None:
     with pytest.raises(PluginError, match="'echo' is registered by both"):
         create_app(make_settings(home), extra_plugins=(("copycat", DuplicateEcho()),))
+
+
+def test_disabled_plugins_are_not_loaded() -> None:
+    names = {r["name"] for r in load_plugins(None, deny=("echo",)).as_list()}
+    assert "echo" not in names

@@ -43,7 +43,9 @@ def setup_logging(level: str) -> None:
 @contextmanager
 def opened(settings: Settings) -> Iterator[Appliance]:
     """The appliance with its database open and migrated, for commands that work offline."""
-    appliance = Appliance(settings, load_plugins(settings.load_plugins))
+    appliance = Appliance(
+        settings, load_plugins(settings.load_plugins, deny=settings.disable_plugins)
+    )
     try:
         appliance.open()
         yield appliance

@@ -21,7 +21,9 @@ def list_(as_json: bool, builtin: bool) -> None:
     """List plugins with their version, hooks and load error."""
     settings = load_settings()
     records = [
-        r for r in load_plugins(settings.load_plugins).as_list() if builtin or not r["builtin"]
+        r
+        for r in load_plugins(settings.load_plugins, deny=settings.disable_plugins).as_list()
+        if builtin or not r["builtin"]
     ]
     if as_json:
         echo_json(records)
