@@ -66,6 +66,7 @@ class Appliance:
         self.version = __version__
         self.id = instance_id(settings)
         self.started_at = time.time()
+        self.announced_name = ""
         self._db: HistoryDB | None = None
         self.registry = Registry()
         self.catalog = load_catalog()

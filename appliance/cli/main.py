@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from appliance import __version__
+from appliance.cli.discover import discover
 from appliance.cli.models_cmd import models
 from appliance.cli.plugins_cmd import plugins
 from appliance.cli.serve import serve
@@ -21,6 +22,7 @@ cli.add_command(serve)
 cli.add_command(tokens)
 cli.add_command(plugins)
 cli.add_command(models)
+cli.add_command(discover)
 
 
 def _plugin_commands() -> None:

@@ -12,7 +12,9 @@ from aiohttp import web
 
 from appliance.app import create_app
 from appliance.cli.common import home_option, settings_from, setup_logging
+from appliance.discovery.mdns import Advertiser
 from appliance.errors import ApplianceError
+from appliance.keys import APPLIANCE
 from appliance.settings import Settings
 
 log = logging.getLogger("appliance.serve")
@@ -25,14 +27,20 @@ async def serve_until_stopped(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    advertiser: Advertiser | None = None
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
         log.info("serving on http://%s:%d (home %s)", settings.host, settings.port, settings.home)
+        if settings.mdns:
+            advertiser = Advertiser(app[APPLIANCE], settings.host, settings.port)
+            await advertiser.start()
         await stop.wait()
         log.info("stopping")
     finally:
+        if advertiser is not None:
+            await advertiser.stop()
         await runner.cleanup()
 
 

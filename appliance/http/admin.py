@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from appliance.auth import active_token_count, create_token, list_tokens, revoke_token
 from appliance.core import Appliance, Event
+from appliance.discovery.mdns import instance_name
 from appliance.http.middleware import read_json, require
 from appliance.http.validation import parse_body
 from appliance.keys import appliance_of, request_id_of
@@ -48,7 +49,7 @@ async def well_known_record(appliance: Appliance) -> dict[str, Any]:
     reg = appliance.registry
     return {
         "id": appliance.id,
-        "name": appliance.settings.instance_name or f"appliance-{appliance.id[:6]}",
+        "name": appliance.announced_name or instance_name(appliance),
         "version": appliance.version,
         "apis": {
             "openai": {"base": "/v1"},

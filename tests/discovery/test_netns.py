@@ -1,0 +1,149 @@
+"""Two boxes and a client on a virtual LAN: network namespaces joined by a veth pair.
+
+Box side (ns A, 10.213.7.1) runs `appliance serve`; client side (ns B, 10.213.7.2) runs
+`appliance discover --json`. Only addresses inside the namespaces this test creates are used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+BOX_IP, CLIENT_IP = "10.213.7.1", "10.213.7.2"
+
+
+def sh(*args: str) -> None:
+    subprocess.run(args, check=True, capture_output=True)
+
+
+@pytest.fixture
+def lan() -> Iterator[tuple[str, str]]:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 to create network namespaces")
+    tag = uuid.uuid4().hex[:6]
+    box, client = f"apl-box-{tag}", f"apl-cli-{tag}"
+    try:
+        sh("ip", "netns", "add", box)
+        sh("ip", "netns", "add", client)
+    except subprocess.CalledProcessError as exc:
+        pytest.skip(f"cannot create network namespaces here: {exc.stderr.decode().strip()}")
+    try:
+        sh("ip", "link", "add", f"v{tag}a", "type", "veth", "peer", "name", f"v{tag}b")
+        sh("ip", "link", "set", f"v{tag}a", "netns", box)
+        sh("ip", "link", "set", f"v{tag}b", "netns", client)
+        for ns, dev, ip in ((box, f"v{tag}a", BOX_IP), (client, f"v{tag}b", CLIENT_IP)):
+            sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
+            sh("ip", "-n", ns, "link", "set", dev, "up", "multicast", "on")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        yield box, client
+    finally:
+        for ns in (box, client):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def serve(ns: str, home: Path, port: int, name: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "APPLIANCE_LOAD_PLUGINS": "echo", "APPLIANCE_INSTANCE_NAME": name}
+    return subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            sys.executable,
+            "-m",
+            "appliance",
+            "serve",
+            "--host",
+            BOX_IP,
+            "--port",
+            str(port),
+            "--home",
+            str(home),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_for(proc: subprocess.Popen[bytes], text: str, timeout: float = 30) -> str:
+    assert proc.stdout is not None
+    seen = b""
+    deadline = time.monotonic() + timeout
+    os.set_blocking(proc.stdout.fileno(), False)
+    while time.monotonic() < deadline:
+        chunk = proc.stdout.read() or b""
+        seen += chunk
+        if text.encode() in seen:
+            return seen.decode()
+        assert proc.poll() is None, seen.decode()
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} not seen in: {seen.decode()}")
+
+
+def discover(ns: str) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            sys.executable,
+            "-m",
+            "appliance",
+            "discover",
+            "--interface",
+            CLIENT_IP,
+            "--timeout",
+            "2",
+            "--json",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return list(json.loads(out.stdout))
+
+
+def test_discovery_across_a_virtual_lan(lan: tuple[str, str], tmp_path: Path) -> None:
+    box_ns, client_ns = lan
+    first = serve(box_ns, tmp_path / "a", 18080, "Reception")
+    second = None
+    try:
+        log = wait_for(first, "mDNS: announced")
+        assert "apl_" in log  # a LAN box prints its first admin token once
+        boxes = discover(client_ns)
+        assert len(boxes) == 1
+        box = boxes[0]
+        assert box["name"] == "Reception" and box["addresses"] == [BOX_IP]
+        assert box["port"] == 18080 and box["auth"] == "required"
+        assert box["txt"]["api"] == "/v1" and box["txt"]["ollama"] == "/api"
+        assert box["reachable"] and box["record"]["id"] == box["id"]
+        assert box["record"]["auth"] == "required"
+
+        second = serve(box_ns, tmp_path / "b", 18081, "Reception")
+        renamed = wait_for(second, "mDNS: announced")
+        assert "renamed from 'Reception'" in renamed
+        names = sorted(b["name"] for b in discover(client_ns))
+        assert len(names) == 2 and names[0] == "Reception" and names[1] != "Reception"
+
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=20) == 0
+        remaining = discover(client_ns)
+        assert [b["name"] for b in remaining] == [names[1]]
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
