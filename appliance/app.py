@@ -30,6 +30,7 @@ def create_app(
         settings.load_plugins, extra_plugins, settings.disable_plugins
     )
     appliance = Appliance(settings, plugins)
+    appliance.detect()
     appliance.register_models()
     app = web.Application(
         middlewares=[errors_middleware, auth_middleware], client_max_size=settings.max_body_bytes
@@ -99,10 +100,19 @@ async def _core_lifespan(app: web.Application) -> AsyncIterator[None]:
             for name in appliance.registry.chat.names()[:1]:
                 await appliance.scheduler.load(appliance.registry.chat.get(name))
         appliance.track(Event("appliance.started", detail={"version": appliance.version}))
+        if appliance.settings.calibrate_at_start and appliance.calibration is None:
+            appliance.spawn(_first_calibration(appliance))
         yield
     finally:
         await appliance.drain()
         appliance.close()
+
+
+async def _first_calibration(appliance: Appliance) -> None:
+    try:
+        await appliance.calibrate()
+    except Exception:
+        log.exception("first-start calibration failed; the estimates stay in use")
 
 
 async def _plugin_lifespans(app: web.Application) -> AsyncIterator[None]:

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from appliance import __version__
 from appliance.auth import Actor
-from appliance.hardware.profiles import GENERIC, HardwareProfile
+from appliance.hardware.calibrate import (
+    Calibration,
+    calibrate,
+    load_calibration,
+    save_calibration,
+)
+from appliance.hardware.facts import HardwareFacts, probe
+from appliance.hardware.fit import Choice, choose
+from appliance.hardware.profiles import BUILTIN_DIR, GENERIC, HardwareProfile, load_profiles
 from appliance.history.db import HistoryDB
 from appliance.history.migrations import Migration, apply_migrations
 from appliance.history.schema import CORE_MIGRATIONS
@@ -57,12 +65,13 @@ def instance_id(settings: Settings) -> str:
 
 
 class Appliance:
-    def __init__(
-        self, settings: Settings, plugins: Plugins, profile: HardwareProfile = GENERIC
-    ) -> None:
+    def __init__(self, settings: Settings, plugins: Plugins) -> None:
         self.settings = settings
         self.plugins = plugins
-        self.profile = profile
+        self.profile: HardwareProfile = GENERIC
+        self.facts: HardwareFacts | None = None
+        self.choice: Choice | None = None
+        self.calibration: Calibration | None = None
         self.version = __version__
         self.id = instance_id(settings)
         self.started_at = time.time()
@@ -73,6 +82,42 @@ class Appliance:
         self.store = ModelStore(settings.models_dir, self.catalog)
         self.scheduler = Scheduler(settings.queue_size, settings.keep_alive_s)
         self._background: set[asyncio.Task[Any]] = set()
+
+    def detect(self) -> Choice:
+        """Probe the hardware, pick the profile, and choose the models that fit."""
+        settings = self.settings
+        self.facts = probe(settings.hardware_root, settings.home)
+        profiles = load_profiles([BUILTIN_DIR, settings.home / "hw-profiles"])
+        chosen = self.plugins.call_first(
+            "select_hardware_profile", facts=self.facts, profiles=profiles
+        )
+        self.profile = chosen if isinstance(chosen, HardwareProfile) else GENERIC
+        self.calibration = load_calibration(settings.home, self.profile)
+        self.choice = choose(
+            self.profile,
+            self.facts,
+            self.catalog,
+            efficiency=self.calibration.efficiency if self.calibration else None,
+            excluded=self.calibration.excluded if self.calibration else None,
+        )
+        return self.choice
+
+    async def calibrate(self) -> Calibration | None:
+        """Measure decode speed on the chosen chat model (or the served one), keep the result,
+        and choose again with the measured efficiency (stepping down past a failed model)."""
+        served = self.registry.chat.names()
+        if not served:
+            return None
+        chosen = self.choice.chat.model if self.choice and self.choice.chat else ""
+        model = self.registry.chat.get(chosen if chosen in served else served[0])
+        previous = self.calibration
+        result: Calibration = await self.scheduler.run(
+            model, lambda cancel: calibrate(model, self.profile, self.catalog, previous)
+        )
+        save_calibration(self.settings.home, result)
+        self.detect()
+        log.info("calibrated on %s: %.1f tok/s measured", model.name, result.measured_tps)
+        return result
 
     @property
     def db(self) -> HistoryDB:

@@ -23,7 +23,11 @@ from appliance import hookspecs
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "appliance"
-BUILTIN_PLUGINS = ("appliance.default_plugins.auth", "appliance.default_plugins.audit")
+BUILTIN_PLUGINS = (
+    "appliance.default_plugins.auth",
+    "appliance.default_plugins.audit",
+    "appliance.default_plugins.hardware",
+)
 
 
 @dataclass

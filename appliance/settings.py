@@ -49,6 +49,8 @@ class Settings(BaseModel):
     load_at_start: bool = False
     generate_admin_token: bool = True
     log_level: str = "INFO"
+    hardware_root: Path = Path("/")
+    calibrate_at_start: bool = True
     history_retention_days: int = Field(default=0, ge=0)
 
     @field_validator("log_level")

@@ -24,7 +24,12 @@ def home(tmp_path: Path) -> Path:
 
 
 def make_settings(home: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"home": home, "load_plugins": ("echo",), "n_threads": 2}
+    values: dict[str, Any] = {
+        "home": home,
+        "load_plugins": ("echo",),
+        "n_threads": 2,
+        "calibrate_at_start": False,
+    }
     values.update(overrides)
     return load_settings(values, environ={})
 

@@ -24,6 +24,13 @@ home_option = click.option(
     help="Home directory (default: $APPLIANCE_HOME or ~/.local/share/appliance).",
 )
 
+models_dir_option = click.option(
+    "--models-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Model store folder (default: <home>/models).",
+)
+
 
 def settings_from(**overrides: Any) -> Settings:
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from appliance import __version__
+from appliance.cli.detect import detect
 from appliance.cli.discover import discover
 from appliance.cli.models_cmd import models
 from appliance.cli.plugins_cmd import plugins
@@ -23,6 +24,7 @@ cli.add_command(tokens)
 cli.add_command(plugins)
 cli.add_command(models)
 cli.add_command(discover)
+cli.add_command(detect)
 
 
 def _plugin_commands() -> None:

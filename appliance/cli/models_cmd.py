@@ -6,19 +6,18 @@ from pathlib import Path
 
 import click
 
-from appliance.cli.common import echo_json, echo_table, home_option, settings_from
+from appliance.cli.common import (
+    echo_json,
+    echo_table,
+    home_option,
+    models_dir_option,
+    settings_from,
+)
 from appliance.errors import ApplianceError
 from appliance.models.catalog import CatalogModel, Quant, load_catalog
 from appliance.models.sources import fetch_model
 from appliance.models.store import ModelStore, sha256_file
 from appliance.settings import Settings
-
-models_dir_option = click.option(
-    "--models-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Model store folder (default: <home>/models).",
-)
 
 
 def _store(home: Path | None, models_dir: Path | None) -> tuple[Settings, ModelStore]:

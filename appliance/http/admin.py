@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from appliance.auth import active_token_count, create_token, list_tokens, revoke_token
 from appliance.core import Appliance, Event
 from appliance.discovery.mdns import instance_name
+from appliance.hardware.report import hardware_report
 from appliance.http.middleware import read_json, require
 from appliance.http.validation import parse_body
 from appliance.keys import appliance_of, request_id_of
@@ -154,3 +155,10 @@ async def models(request: web.Request) -> web.Response:
             ],
         }
     )
+
+
+@routes.get("/appliance/hardware")
+async def hardware(request: web.Request) -> web.Response:
+    """Facts, the profile, the choice of models and why."""
+    require(request, "models.list")
+    return web.json_response(hardware_report(appliance_of(request)))

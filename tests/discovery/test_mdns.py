@@ -46,7 +46,7 @@ async def test_announce_browse_verify_rename_and_goodbye(make_client: ClientFact
         assert box.name == "Front Office"
         assert box.port == port and box.addresses == ["127.0.0.1"]
         assert box.txt["api"] == "/v1" and box.txt["ollama"] == "/api"
-        assert box.auth == "none" and box.profile == "generic"
+        assert box.auth == "none" and box.profile == appliance.profile.id
         assert "echo" in box.models
         assert box.reachable and box.record is not None
         assert box.record["id"] == appliance.id and box.record["name"] == "Front Office"

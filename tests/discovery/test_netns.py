@@ -1,7 +1,8 @@
 """Two boxes and a client on a virtual LAN: network namespaces joined by a veth pair.
 
-Box side (ns A, 10.213.7.1) runs `appliance serve`; client side (ns B, 10.213.7.2) runs
-`appliance discover --json`. Only addresses inside the namespaces this test creates are used.
+Two box namespaces (10.213.7.1 and .3) run `appliance serve`; the client namespace
+(10.213.7.2, whose bridge joins them) runs `appliance discover --json`. Only addresses inside
+the namespaces this test creates are used.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Any
 import pytest
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
-BOX_IP, CLIENT_IP = "10.213.7.1", "10.213.7.2"
+BOX_IPS = ("10.213.7.1", "10.213.7.3")
+CLIENT_IP = "10.213.7.2"
 
 
 def sh(*args: str) -> None:
@@ -29,32 +31,44 @@ def sh(*args: str) -> None:
 
 
 @pytest.fixture
-def lan() -> Iterator[tuple[str, str]]:
+def lan() -> Iterator[tuple[list[str], str]]:
+    """Two box namespaces and a client namespace whose bridge joins them (a tiny switch)."""
     if os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.skip("needs root and iproute2 to create network namespaces")
     tag = uuid.uuid4().hex[:6]
-    box, client = f"apl-box-{tag}", f"apl-cli-{tag}"
+    boxes, client = [f"apl-b1-{tag}", f"apl-b2-{tag}"], f"apl-cl-{tag}"
     try:
-        sh("ip", "netns", "add", box)
-        sh("ip", "netns", "add", client)
+        for ns in (*boxes, client):
+            sh("ip", "netns", "add", ns)
     except subprocess.CalledProcessError as exc:
         pytest.skip(f"cannot create network namespaces here: {exc.stderr.decode().strip()}")
     try:
-        sh("ip", "link", "add", f"v{tag}a", "type", "veth", "peer", "name", f"v{tag}b")
-        sh("ip", "link", "set", f"v{tag}a", "netns", box)
-        sh("ip", "link", "set", f"v{tag}b", "netns", client)
-        for ns, dev, ip in ((box, f"v{tag}a", BOX_IP), (client, f"v{tag}b", CLIENT_IP)):
-            sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
-            sh("ip", "-n", ns, "link", "set", dev, "up", "multicast", "on")
+        sh("ip", "-n", client, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
+        sh("ip", "-n", client, "addr", "add", f"{CLIENT_IP}/24", "dev", "br0")
+        sh("ip", "-n", client, "link", "set", "br0", "up")
+        sh("ip", "-n", client, "link", "set", "lo", "up")
+        for i, (ns, ip) in enumerate(zip(boxes, BOX_IPS, strict=True)):
+            inner, outer = f"v{i}{tag}a", f"v{i}{tag}b"
+            sh("ip", "link", "add", inner, "type", "veth", "peer", "name", outer)
+            sh("ip", "link", "set", inner, "netns", ns)
+            sh("ip", "link", "set", outer, "netns", client)
+            sh("ip", "-n", client, "link", "set", outer, "master", "br0", "up")
+            sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", inner)
+            sh("ip", "-n", ns, "link", "set", inner, "up", "multicast", "on")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
-        yield box, client
+        yield boxes, client
     finally:
-        for ns in (box, client):
+        for ns in (*boxes, client):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-def serve(ns: str, home: Path, port: int, name: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "APPLIANCE_LOAD_PLUGINS": "echo", "APPLIANCE_INSTANCE_NAME": name}
+def serve(ns: str, ip: str, home: Path, port: int, name: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "APPLIANCE_LOAD_PLUGINS": "echo",
+        "APPLIANCE_INSTANCE_NAME": name,
+        "APPLIANCE_CALIBRATE_AT_START": "false",
+    }
     return subprocess.Popen(
         [
             "ip",
@@ -66,7 +80,7 @@ def serve(ns: str, home: Path, port: int, name: str) -> subprocess.Popen[bytes]:
             "appliance",
             "serve",
             "--host",
-            BOX_IP,
+            ip,
             "--port",
             str(port),
             "--home",
@@ -116,9 +130,9 @@ def discover(ns: str) -> list[dict[str, Any]]:
     return list(json.loads(out.stdout))
 
 
-def test_discovery_across_a_virtual_lan(lan: tuple[str, str], tmp_path: Path) -> None:
-    box_ns, client_ns = lan
-    first = serve(box_ns, tmp_path / "a", 18080, "Reception")
+def test_discovery_across_a_virtual_lan(lan: tuple[list[str], str], tmp_path: Path) -> None:
+    (box_a, box_b), client_ns = lan
+    first = serve(box_a, BOX_IPS[0], tmp_path / "a", 18080, "Reception")
     second = None
     try:
         log = wait_for(first, "mDNS: announced")
@@ -126,13 +140,13 @@ def test_discovery_across_a_virtual_lan(lan: tuple[str, str], tmp_path: Path) ->
         boxes = discover(client_ns)
         assert len(boxes) == 1
         box = boxes[0]
-        assert box["name"] == "Reception" and box["addresses"] == [BOX_IP]
+        assert box["name"] == "Reception" and box["addresses"] == [BOX_IPS[0]]
         assert box["port"] == 18080 and box["auth"] == "required"
         assert box["txt"]["api"] == "/v1" and box["txt"]["ollama"] == "/api"
         assert box["reachable"] and box["record"]["id"] == box["id"]
         assert box["record"]["auth"] == "required"
 
-        second = serve(box_ns, tmp_path / "b", 18081, "Reception")
+        second = serve(box_b, BOX_IPS[1], tmp_path / "b", 18081, "Reception")
         renamed = wait_for(second, "mDNS: announced")
         assert "renamed from 'Reception'" in renamed
         names = sorted(b["name"] for b in discover(client_ns))

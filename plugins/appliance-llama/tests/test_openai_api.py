@@ -4,6 +4,7 @@ every response and stream chunk validated against the OpenAI spec."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -235,3 +236,29 @@ async def test_history_keeps_counts_and_timings(llama_client: TestClient) -> Non
     assert reply["role"] == "assistant" and reply["model"] == CHAT
     assert reply["prompt_tokens"] > 5 and 0 < reply["completion_tokens"] <= 10
     assert reply["prompt_ms"] > 0 and reply["decode_ms"] >= 0 and reply["total_ms"] > 0
+
+
+def test_calibration_on_the_real_model(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from appliance.cli.main import cli
+
+    models_dir = Path(__file__).resolve().parents[3] / ".cache" / "models"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "detect",
+            "--calibrate",
+            "--json",
+            "--home",
+            str(tmp_path),
+            "--models-dir",
+            str(models_dir),
+        ],
+        env={"APPLIANCE_LOAD_PLUGINS": "llama", "APPLIANCE_N_THREADS": "2"},
+    )
+    assert result.exit_code == 0, result.output
+    calibration = json.loads(result.output)["calibration"]
+    assert calibration["model"] == CHAT and calibration["measured_tps"] > 1
+    assert 0 < calibration["efficiency"] < 5
+    assert (tmp_path / "calibration.json").is_file()
