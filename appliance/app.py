@@ -11,10 +11,11 @@ from aiohttp import web
 from appliance.auth import active_token_count, create_token
 from appliance.core import Appliance, Event
 from appliance.errors import SettingsError
-from appliance.http import admin, conversations, ollama, openai
+from appliance.http import admin, conversations, ollama, openai, plugins_api
 from appliance.http.middleware import auth_middleware, errors_middleware
 from appliance.keys import APPLIANCE
-from appliance.plugins import Plugins, load_plugins
+from appliance.plugin_admin import load_for
+from appliance.plugins import Plugins
 from appliance.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -26,9 +27,7 @@ def create_app(
     extra_plugins: Iterable[tuple[str, object]] = (),
 ) -> web.Application:
     """Build the aiohttp application. The database opens and closes with the app (cleanup_ctx)."""
-    plugins = plugins or load_plugins(
-        settings.load_plugins, extra_plugins, settings.disable_plugins
-    )
+    plugins = plugins or load_for(settings, extra_plugins)
     appliance = Appliance(settings, plugins)
     appliance.detect()
     appliance.register_models()
@@ -39,6 +38,7 @@ def create_app(
     app.add_routes(admin.routes)
     app.add_routes(openai.routes)
     app.add_routes(ollama.routes)
+    app.add_routes(plugins_api.routes)
     app.add_routes(conversations.routes)
     _mount_plugin_routes(app, appliance)
     app.cleanup_ctx.append(_core_lifespan)
@@ -56,6 +56,9 @@ def _mount_plugin_routes(app: web.Application, appliance: Appliance) -> None:
             app.router.add_route(
                 route.method, f"/plugins/{name}{path}", route.handler, **route.kwargs
             )
+            record = appliance.plugins.records.get(name)
+            if record is not None:
+                record.routes.append(f"{route.method} /plugins/{name}{path}")
 
 
 def ensure_admin_token(appliance: Appliance) -> str | None:
@@ -98,7 +101,7 @@ async def _core_lifespan(app: web.Application) -> AsyncIterator[None]:
                 )
         if appliance.settings.load_at_start:
             for name in appliance.registry.chat.names()[:1]:
-                await appliance.scheduler.load(appliance.registry.chat.get(name))
+                await appliance.scheduler.load(appliance.registry.chat.get(name).backend)
         appliance.track(Event("appliance.started", detail={"version": appliance.version}))
         if appliance.settings.calibrate_at_start and appliance.calibration is None:
             appliance.spawn(_first_calibration(appliance))

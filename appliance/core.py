@@ -102,6 +102,23 @@ class Appliance:
         )
         return self.choice
 
+    def plugin_actor(self, name: str) -> Actor:
+        """The identity a plugin acts under; its declared PERMISSIONS decide what it may do."""
+        return Actor(id=f"plugin:{name}", name=name, role="plugin", via="plugin")
+
+    def add_chat_model(self, plugin: str, model: Any) -> None:
+        """Register a chat model while serving (e.g. a preset); needs ``models.register``."""
+        from appliance.errors import Forbidden
+
+        if not self.allowed(self.plugin_actor(plugin), "models.register", model.name):
+            raise Forbidden(f"plugin {plugin!r} did not declare the 'models.register' permission")
+        self.registry.chat.add(model.name, model, plugin)
+
+    def remove_chat_model(self, plugin: str, name: str) -> None:
+        if self.registry.chat.owners.get(name) == plugin:
+            del self.registry.chat.items[name]
+            del self.registry.chat.owners[name]
+
     async def calibrate(self) -> Calibration | None:
         """Measure decode speed on the chosen chat model (or the served one), keep the result,
         and choose again with the measured efficiency (stepping down past a failed model)."""

@@ -40,6 +40,8 @@ class PluginRecord:
     loaded: bool = False
     error: str | None = None
     hooks: list[str] = field(default_factory=list)
+    permissions: list[str] = field(default_factory=list)
+    routes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +53,8 @@ class PluginRecord:
             "loaded": self.loaded,
             "error": self.error,
             "hooks": self.hooks,
+            "permissions": self.permissions,
+            "routes": self.routes,
         }
 
 
@@ -86,6 +90,7 @@ class Plugins:
             return False
         record.loaded = True
         record.hooks = sorted(c.name for c in self.pm.get_hookcallers(module) or [])
+        record.permissions = sorted(str(p) for p in getattr(module, "PERMISSIONS", ()))
         return True
 
     def fail(self, name: str, error: str) -> None:

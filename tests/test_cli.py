@@ -82,7 +82,8 @@ def test_serve_answers_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/appliance/health") as r:
+                url = f"http://127.0.0.1:{port}/appliance/health"
+                with urllib.request.urlopen(url, timeout=5) as r:
                     assert json.loads(r.read())["status"] == "ok"
                     break
             except OSError:

@@ -109,6 +109,11 @@ class ChatModel(ABC):
     def loaded(self) -> bool:
         return True
 
+    @property
+    def backend(self) -> ChatModel:
+        """The model whose worker thread runs this one (a preset runs on its base model's)."""
+        return self
+
     @abstractmethod
     def chat(self, request: ChatRequest, cancel: threading.Event) -> Iterator[GenerationChunk]:
         """Generate a reply to ``request.messages``."""

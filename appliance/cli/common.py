@@ -14,7 +14,7 @@ import click
 
 from appliance.core import Appliance
 from appliance.errors import ApplianceError
-from appliance.plugins import load_plugins
+from appliance.plugin_admin import load_for
 from appliance.settings import Settings, load_settings
 
 home_option = click.option(
@@ -50,9 +50,7 @@ def setup_logging(level: str) -> None:
 @contextmanager
 def opened(settings: Settings) -> Iterator[Appliance]:
     """The appliance with its database open and migrated, for commands that work offline."""
-    appliance = Appliance(
-        settings, load_plugins(settings.load_plugins, deny=settings.disable_plugins)
-    )
+    appliance = Appliance(settings, load_for(settings))
     try:
         appliance.open()
         yield appliance

@@ -11,7 +11,7 @@ from appliance.cli.common import echo_json, home_option, models_dir_option, sett
 from appliance.core import Appliance
 from appliance.errors import ApplianceError
 from appliance.hardware.report import hardware_report
-from appliance.plugins import load_plugins
+from appliance.plugin_admin import load_for
 
 GIB = 1 << 30
 
@@ -41,9 +41,7 @@ def detect(
 ) -> None:
     """Show the hardware facts, the profile, the models chosen and why."""
     settings = settings_from(home=home, hardware_root=root, models_dir=models_dir)
-    appliance = Appliance(
-        settings, load_plugins(settings.load_plugins, deny=settings.disable_plugins)
-    )
+    appliance = Appliance(settings, load_for(settings))
     notes: list[str] = []
     try:
         appliance.detect()

@@ -28,14 +28,15 @@ cli.add_command(detect)
 
 
 def _plugin_commands() -> None:
-    from appliance.plugins import load_plugins
+    from appliance.errors import ApplianceError
+    from appliance.plugin_admin import load_for
     from appliance.settings import load_settings
 
     try:
-        allow = load_settings().load_plugins
-    except Exception:
-        allow = None
-    load_plugins(allow).call_each("register_commands", cli=cli)
+        settings = load_settings()
+    except ApplianceError:
+        return  # the command itself reports the settings error
+    load_for(settings).call_each("register_commands", cli=cli)
 
 
 def main() -> None:

@@ -54,6 +54,9 @@ def permission_allowed(
 ) -> bool | None:
     if actor is None:
         return False
+    if actor.role == "plugin":
+        record = appliance.plugins.records.get(actor.name)
+        return record is not None and action in record.permissions
     if actor.is_admin:
         return True
     if actor.role == "user" and action in USER_ACTIONS:

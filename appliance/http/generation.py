@@ -46,7 +46,7 @@ class ChatRun:
         parts: list[str] = []
         try:
             async for chunk in self.appliance.scheduler.stream(
-                self.model, self._work, self.keep_alive, on_start=self._started
+                self.model.backend, self._work, self.keep_alive, on_start=self._started
             ):
                 if chunk.text:
                     if self.first_token_ms is None:

@@ -184,10 +184,10 @@ async def _load_only(
     appliance = appliance_of(request)
     base: dict[str, Any] = {"model": name, "created_at": _now(), "done": True}
     if keep_alive == 0:
-        appliance.scheduler.unload(model.name)
+        appliance.scheduler.unload(model.backend.name)
         reason = "unload"
     else:
-        await appliance.scheduler.load(model, keep_alive)
+        await appliance.scheduler.load(model.backend, keep_alive)
         reason = "load"
     if kind == "chat":
         base["message"] = {"role": "assistant", "content": ""}

@@ -1,0 +1,105 @@
+"""Plugin management over HTTP, for admins: list, upload a wheel with its sha256, enable,
+disable, remove. Changes take effect at the next restart (the response says so)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import tempfile
+from pathlib import Path
+
+from aiohttp import BodyPartReader, web
+
+from appliance.core import Event
+from appliance.errors import ApplianceError, BadRequest
+from appliance.http.middleware import require
+from appliance.keys import appliance_of, request_id_of
+from appliance.plugin_admin import install, remove, set_enabled
+
+routes = web.RouteTableDef()
+_WHEEL_NAME = re.compile(r"^[A-Za-z0-9_.]+-[A-Za-z0-9_.+!]+(-[A-Za-z0-9_.]+){2,3}\.whl$")
+
+
+def _track(request: web.Request, action: str, resource: str, **detail: object) -> None:
+    from appliance.keys import actor_of
+
+    appliance_of(request).track(
+        Event(
+            action,
+            actor=actor_of(request),
+            resource=resource,
+            address=request.remote or "",
+            request_id=request_id_of(request),
+            detail=dict(detail),
+        )
+    )
+
+
+@routes.post("/appliance/plugins")
+async def upload(request: web.Request) -> web.Response:
+    require(request, "plugins.manage")
+    if not request.content_type.startswith("multipart/"):
+        raise BadRequest("send multipart/form-data with 'file' (a .whl) and 'sha256'")
+    reader = await request.multipart()
+    sha256 = ""
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel: Path | None = None
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                continue
+            if part.name == "sha256":
+                sha256 = (await part.text()).strip().lower()
+            elif part.name == "file":
+                filename = Path(part.filename or "").name
+                if not _WHEEL_NAME.match(filename):
+                    raise BadRequest(f"{filename!r} is not a wheel file name", param="file")
+                wheel = Path(tmp) / filename
+                with wheel.open("wb") as out:
+                    while chunk := await part.read_chunk():
+                        out.write(chunk)
+        if wheel is None:
+            raise BadRequest("'file' (the wheel) is required", param="file")
+        if len(sha256) != 64:
+            raise BadRequest("'sha256' (64 hex characters) is required", param="sha256")
+        try:
+            result = await asyncio.to_thread(install, str(wheel), (), None, sha256)
+        except ApplianceError as exc:
+            _track(request, "plugin.install_refused", wheel.name, reason=exc.message)
+            raise
+    _track(request, "plugin.installed", wheel.name, sha256=sha256, plugins=result.new_plugins)
+    return web.json_response(
+        {
+            "installed": wheel.name,
+            "sha256": sha256,
+            "plugins": result.new_plugins,
+            "restart_required": True,
+        },
+        status=201,
+    )
+
+
+async def _toggle(request: web.Request, enabled: bool) -> web.Response:
+    require(request, "plugins.manage")
+    name = request.match_info["name"]
+    set_enabled(appliance_of(request).settings, name, enabled)
+    _track(request, "plugin.enabled" if enabled else "plugin.disabled", name)
+    return web.json_response({"name": name, "enabled": enabled, "restart_required": True})
+
+
+@routes.post("/appliance/plugins/{name}/enable")
+async def enable(request: web.Request) -> web.Response:
+    return await _toggle(request, True)
+
+
+@routes.post("/appliance/plugins/{name}/disable")
+async def disable(request: web.Request) -> web.Response:
+    return await _toggle(request, False)
+
+
+@routes.delete("/appliance/plugins/{name}")
+async def delete(request: web.Request) -> web.Response:
+    require(request, "plugins.manage")
+    name = request.match_info["name"]
+    dist = await asyncio.to_thread(remove, name)
+    _track(request, "plugin.removed", name, distribution=dist)
+    return web.json_response({"name": name, "removed": dist, "restart_required": True})

@@ -1,0 +1,90 @@
+"""A preset: a base model with a system prompt and default sampling parameters."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from appliance import ChatModel, ChatRequest, CompletionRequest, GenerationChunk, ModelInfo
+from appliance.capabilities.chat import SamplingOptions
+
+PARAMETERS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "repeat_penalty": "repeat_penalty",
+    "seed": "seed",
+    "num_predict": "max_tokens",
+    "stop": "stop",
+}
+DEFAULTS = SamplingOptions()
+
+
+def apply_parameters(sampling: SamplingOptions, parameters: dict[str, Any]) -> SamplingOptions:
+    """The preset's parameters, except where the request chose a value of its own."""
+    changes: dict[str, Any] = {}
+    for key, value in parameters.items():
+        field = PARAMETERS[key]
+        if getattr(sampling, field) == getattr(DEFAULTS, field):
+            changes[field] = tuple(value) if field == "stop" else value
+    return dataclasses.replace(sampling, **changes)
+
+
+class PresetModel(ChatModel):
+    def __init__(self, name: str, base: ChatModel, system: str, parameters: dict[str, Any]):
+        self.base = base
+        self.system = system
+        self.parameters = parameters
+        self.info = dataclasses.replace(
+            base.info,
+            name=name,
+            owned_by="presets",
+            details={
+                **base.info.details,
+                "base": base.name,
+                "system": system,
+                "parameters": parameters,
+            },
+        )
+
+    @property
+    def backend(self) -> ChatModel:
+        return self.base.backend
+
+    @property
+    def loaded(self) -> bool:
+        return self.base.loaded
+
+    def _messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not self.system or any(m.get("role") == "system" for m in messages):
+            return messages
+        return [{"role": "system", "content": self.system}, *messages]
+
+    def chat(self, request: ChatRequest, cancel: threading.Event) -> Iterator[GenerationChunk]:
+        request = dataclasses.replace(
+            request,
+            messages=self._messages(request.messages),
+            sampling=apply_parameters(request.sampling, self.parameters),
+        )
+        return self.base.chat(request, cancel)
+
+    def complete(
+        self, request: CompletionRequest, cancel: threading.Event
+    ) -> Iterator[GenerationChunk]:
+        sampling = apply_parameters(request.sampling, self.parameters)
+        return self.base.complete(dataclasses.replace(request, sampling=sampling), cancel)
+
+
+def preset_info(model: PresetModel) -> dict[str, Any]:
+    return {
+        "name": model.name,
+        "base": model.base.name,
+        "system": model.system,
+        "parameters": model.parameters,
+    }
+
+
+__all__ = ["PARAMETERS", "ModelInfo", "PresetModel", "apply_parameters", "preset_info"]
