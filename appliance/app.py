@@ -13,6 +13,7 @@ from appliance.core import Appliance, Event
 from appliance.errors import SettingsError
 from appliance.http import admin, audio, conversations, ollama, openai, plugins_api
 from appliance.http.middleware import auth_middleware, errors_middleware
+from appliance.jobs import JobRunner
 from appliance.keys import APPLIANCE
 from appliance.plugin_admin import load_for
 from appliance.plugins import Plugins
@@ -84,6 +85,7 @@ def ensure_admin_token(appliance: Appliance) -> str | None:
 async def _core_lifespan(app: web.Application) -> AsyncIterator[None]:
     appliance = app[APPLIANCE]
     appliance.open()
+    appliance.jobs = JobRunner(appliance)
     try:
         token = ensure_admin_token(appliance)
         if token is not None:
@@ -106,8 +108,10 @@ async def _core_lifespan(app: web.Application) -> AsyncIterator[None]:
         appliance.track(Event("appliance.started", detail={"version": appliance.version}))
         if appliance.settings.calibrate_at_start and appliance.calibration is None:
             appliance.spawn(_first_calibration(appliance))
+        await appliance.jobs.start()
         yield
     finally:
+        await appliance.jobs.stop()
         await appliance.drain()
         appliance.close()
 

@@ -76,6 +76,7 @@ class Appliance:
         self.id = instance_id(settings)
         self.started_at = time.time()
         self.announced_name = ""
+        self.jobs: Any = None
         self._db: HistoryDB | None = None
         self.registry = Registry()
         self.catalog = load_catalog()

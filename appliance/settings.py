@@ -50,6 +50,7 @@ class Settings(BaseModel):
     generate_admin_token: bool = True
     log_level: str = "INFO"
     hardware_root: Path = Path("/")
+    audio_sync_limit_s: float = Field(default=600.0, gt=0)
     calibrate_at_start: bool = True
     history_retention_days: int = Field(default=0, ge=0)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from appliance.capabilities.chat import ModelInfo
@@ -18,6 +19,8 @@ class TranscriptionRequest:
     temperature: float = 0.0
     translate: bool = False
     word_timestamps: bool = False
+    on_progress: Callable[[float], None] | None = None
+    """Called from the worker thread with the fraction of the audio done (for jobs)."""
 
 
 @dataclass

@@ -6,6 +6,7 @@ import sqlite_utils
 
 from appliance.history.migrations import Migration, migration
 from appliance.history.transcripts import create_transcriptions
+from appliance.jobs import create_jobs
 
 
 @migration("create_conversations")
@@ -89,4 +90,10 @@ def _audit(db: sqlite_utils.Database) -> None:
     db.table("audit").create_index(["at"])
 
 
-CORE_MIGRATIONS: list[Migration] = [_conversations, _tokens, _audit, create_transcriptions]
+CORE_MIGRATIONS: list[Migration] = [
+    _conversations,
+    _tokens,
+    _audit,
+    create_transcriptions,
+    create_jobs,
+]

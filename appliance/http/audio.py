@@ -10,9 +10,10 @@ from aiohttp import BodyPartReader, web
 
 from appliance.audio import RATE, decode_audio
 from appliance.capabilities.transcribe import Segment, Transcription, TranscriptionRequest
-from appliance.errors import BadRequest, PayloadTooLarge
+from appliance.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from appliance.history.transcripts import record_transcription
 from appliance.http.middleware import require
+from appliance.jobs import public
 from appliance.keys import appliance_of
 
 routes = web.RouteTableDef()
@@ -127,6 +128,14 @@ async def _handle(request: web.Request, translate: bool) -> web.Response:
         translate=translate,
         word_timestamps=words,
     )
+    duration = len(samples) / RATE
+    if (
+        request.query.get("async") in ("1", "true")
+        or duration > appliance.settings.audio_sync_limit_s
+    ):
+        job = await appliance.jobs.submit(actor.id, model.name, samples, work, filename)
+        job["url"] = f"/appliance/jobs/{job['id']}"
+        return web.json_response(job, status=202)
     started = time.monotonic()
     result: Transcription = await appliance.scheduler.run(
         model, lambda cancel: model.transcribe(work, cancel)
@@ -180,3 +189,17 @@ async def transcriptions(request: web.Request) -> web.Response:
 @routes.post("/v1/audio/translations")
 async def translations(request: web.Request) -> web.Response:
     return await _handle(request, translate=True)
+
+
+@routes.get("/appliance/jobs/{id}")
+async def job_status(request: web.Request) -> web.Response:
+    """A background job's progress, and its result once done (owner or admin)."""
+    actor = require(request, "jobs.own")
+    appliance = appliance_of(request)
+    job_id = request.match_info["id"]
+    rows = await appliance.db.read(lambda db: list(db.table("jobs").rows_where("id = ?", [job_id])))
+    if not rows:
+        raise NotFound(f"job {job_id!r} not found")
+    if rows[0]["owner"] != actor.id and not actor.is_admin:
+        raise Forbidden("this job belongs to someone else")
+    return web.json_response(public(rows[0]))

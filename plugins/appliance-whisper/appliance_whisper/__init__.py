@@ -72,7 +72,16 @@ class WhisperTranscriber(Transcriber):
         }
         if request.word_timestamps:
             params.update(token_timestamps=True, max_len=1, split_on_word=True)
-        raw = self.model.transcribe(audio, abort_callback=cancel.is_set, **params)
+        duration = max(len(audio) / RATE, 1e-6)
+        on_progress = request.on_progress
+
+        def segment_done(segment: Any) -> None:
+            if on_progress is not None:
+                on_progress(segment.t1 / 100.0 / duration)
+
+        raw = self.model.transcribe(
+            audio, abort_callback=cancel.is_set, new_segment_callback=segment_done, **params
+        )
         pieces = [(s.t0 / 100.0, s.t1 / 100.0, s.text) for s in raw]
         if request.word_timestamps:
             segments = self._sentences(pieces)

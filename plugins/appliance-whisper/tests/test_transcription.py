@@ -216,3 +216,47 @@ async def test_chunked_upload_and_history(client: TestClient) -> None:  # type: 
     word = normalize(text).split()[-1]
     found = db.read_sync(lambda d: list(d.table("transcriptions").search(word)))
     assert found and json.loads(found[0]["segments"])
+
+
+async def wait_done(client: TestClient, job_id: str) -> dict[str, Any]:  # type: ignore[type-arg]
+    import asyncio
+
+    for _ in range(300):
+        job = await (await client.get(f"/appliance/jobs/{job_id}")).json()
+        if job["status"] in ("done", "failed"):
+            return dict(job)
+        await asyncio.sleep(0.1)
+    raise AssertionError("the job did not finish")
+
+
+async def test_async_job_and_long_audio_become_jobs(aiohttp_client: Any, home: Path) -> None:
+    settings = make_settings(
+        home, load_plugins=("whisper",), models_dir=REPO / ".cache" / "models", audio_sync_limit_s=3
+    )
+    client = await aiohttp_client(create_app(settings))
+    wav, reference = librivox()[0]
+    response = await post_audio(client, wav.read_bytes())  # 7 s > 3 s limit: a job
+    assert response.status == 202
+    job = await response.json()
+    assert job["status"] in ("queued", "running") and job["url"] == f"/appliance/jobs/{job['id']}"
+    done = await wait_done(client, job["id"])
+    assert done["status"] == "done" and done["progress"] == 1.0
+    assert jiwer.wer(normalize(reference), normalize(done["result"]["text"])) <= 0.2
+    assert (await client.get("/appliance/jobs/nope")).status == 404
+
+
+async def test_a_queued_job_survives_a_restart(aiohttp_client: Any, home: Path) -> None:
+    from appliance.capabilities.transcribe import TranscriptionRequest
+
+    settings = make_settings(home, load_plugins=("whisper",), models_dir=REPO / ".cache" / "models")
+    first = await aiohttp_client(create_app(settings))
+    appliance = first.app[APPLIANCE]
+    await appliance.jobs.stop()  # nothing runs now: the job stays queued on disk
+    samples, _ = soundfile.read(librivox()[1][0], dtype="float32")
+    job = await appliance.jobs.submit(
+        "local", "whisper:tiny.en", samples, TranscriptionRequest(audio=b""), "clip.wav"
+    )
+    await first.close()
+    second = await aiohttp_client(create_app(settings))
+    done = await wait_done(second, job["id"])
+    assert done["status"] == "done" and "young man" in done["result"]["text"].lower()
