@@ -67,6 +67,22 @@ def build_wheel(tmp: Path, name: str = "hello") -> Path:
     return wheel
 
 
+ROUTE_CHECK = textwrap.dedent("""
+    import asyncio, sys
+    from aiohttp.test_utils import TestClient, TestServer
+    from appliance.app import create_app
+    from appliance.settings import load_settings
+
+    async def main():
+        settings = load_settings({"home": sys.argv[1], "calibrate_at_start": False}, environ={})
+        async with TestClient(TestServer(create_app(settings))) as client:
+            response = await client.get("/plugins/hello/hello")
+            print(response.status, (await response.json())["hello"])
+
+    asyncio.run(main())
+""")
+
+
 def throwaway_env(tmp: Path) -> Path:
     """A venv that also sees this environment's packages (so `appliance` imports)."""
     env = tmp / "venv"
@@ -119,6 +135,10 @@ def test_install_offline_list_route_disable_and_remove(tmp_path: Path) -> None:
         env=env_all,
     )
     assert "GET /plugins/hello/hello" in info.stdout, info.stderr
+    served = subprocess.run(
+        [str(python), "-c", ROUTE_CHECK, str(home)], capture_output=True, text=True, env=env_all
+    )
+    assert served.stdout.strip() == "200 from a wheel", served.stderr
     assert (
         subprocess.run(
             [str(python), "-m", "appliance", "plugins", "disable", "hello", "--home", str(home)],

@@ -11,6 +11,7 @@ from aiohttp import BodyPartReader, web
 from appliance.audio import RATE, decode_audio
 from appliance.capabilities.transcribe import Segment, Transcription, TranscriptionRequest
 from appliance.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
+from appliance.history.conversations import fts_quote
 from appliance.history.transcripts import record_transcription
 from appliance.http.middleware import require
 from appliance.jobs import public
@@ -203,3 +204,34 @@ async def job_status(request: web.Request) -> web.Response:
     if rows[0]["owner"] != actor.id and not actor.is_admin:
         raise Forbidden("this job belongs to someone else")
     return web.json_response(public(rows[0]))
+
+
+@routes.get("/appliance/transcriptions")
+async def transcription_history(request: web.Request) -> web.Response:
+    """Your transcriptions, newest first; ``?q=`` searches their text (admins: ``?all=1``)."""
+    actor = require(request, "conversations.own")
+    appliance = appliance_of(request)
+    query = request.query.get("q", "").strip()
+    everyone = actor.is_admin and request.query.get("all") == "1"
+
+    def fetch(db: Any) -> list[dict[str, Any]]:
+        sql = (
+            "select id, owner, model, task, language, filename, duration_s, processing_ms, "
+            "text, created_at from transcriptions"
+        )
+        where, params = [], []
+        if not everyone:
+            where.append("owner = ?")
+            params.append(actor.id)
+        if query:
+            where.append(
+                "rowid in (select rowid from transcriptions_fts where transcriptions_fts match ?)"
+            )
+            params.append(fts_quote(query))
+        if where:
+            sql += " where " + " and ".join(where)
+        cursor = db.execute(sql + " order by created_at desc limit 100", params)
+        columns = [d[0] for d in cursor.description]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+    return web.json_response({"transcriptions": await appliance.db.read(fetch)})

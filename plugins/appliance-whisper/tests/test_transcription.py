@@ -216,6 +216,10 @@ async def test_chunked_upload_and_history(client: TestClient) -> None:  # type: 
     word = normalize(text).split()[-1]
     found = db.read_sync(lambda d: list(d.table("transcriptions").search(word)))
     assert found and json.loads(found[0]["segments"])
+    listed = await (await client.get("/appliance/transcriptions", params={"q": word})).json()
+    assert [t["text"] for t in listed["transcriptions"]] == [text]
+    nothing = await (await client.get("/appliance/transcriptions", params={"q": "zebra"})).json()
+    assert nothing["transcriptions"] == []
 
 
 async def wait_done(client: TestClient, job_id: str) -> dict[str, Any]:  # type: ignore[type-arg]
