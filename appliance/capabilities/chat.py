@@ -90,8 +90,8 @@ class GenerationChunk:
     logprobs: list[dict[str, Any]] | None = None
 
 
-class ChatModel(ABC):
-    """A model that chats and completes text. Subclasses are registered by plugins."""
+class LoadableModel(ABC):
+    """What the scheduler needs of any model: a name, and loading on its worker thread."""
 
     info: ModelInfo
 
@@ -108,6 +108,10 @@ class ChatModel(ABC):
     @property
     def loaded(self) -> bool:
         return True
+
+
+class ChatModel(LoadableModel):
+    """A model that chats and completes text. Subclasses are registered by plugins."""
 
     @property
     def backend(self) -> ChatModel:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass
 
-from appliance.capabilities.chat import ModelInfo
+from appliance.capabilities.chat import LoadableModel
 
 
 @dataclass
@@ -14,26 +14,10 @@ class EmbeddingResult:
     prompt_tokens: int
 
 
-class Embedder(ABC):
-    info: ModelInfo
-
-    @property
-    def name(self) -> str:
-        return self.info.name
-
+class Embedder(LoadableModel):
     @property
     def dimensions(self) -> int:
         return int(self.info.details.get("dimensions", 0))
-
-    def load(self) -> None:  # noqa: B027 - optional override
-        """Load weights; called in the worker thread."""
-
-    def unload(self) -> None:  # noqa: B027 - optional override
-        """Free weights; called in the worker thread."""
-
-    @property
-    def loaded(self) -> bool:
-        return True
 
     @abstractmethod
     def embed(self, texts: list[str]) -> EmbeddingResult:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from appliance.capabilities.chat import ModelInfo
+from appliance.capabilities.chat import LoadableModel
 
 
 @dataclass(frozen=True)
@@ -39,23 +39,7 @@ class Transcription:
     segments: list[Segment]
 
 
-class Transcriber(ABC):
-    info: ModelInfo
-
-    @property
-    def name(self) -> str:
-        return self.info.name
-
-    def load(self) -> None:  # noqa: B027 - optional override
-        """Load weights; called in the worker thread."""
-
-    def unload(self) -> None:  # noqa: B027 - optional override
-        """Free weights; called in the worker thread."""
-
-    @property
-    def loaded(self) -> bool:
-        return True
-
+class Transcriber(LoadableModel):
     @abstractmethod
     def transcribe(self, request: TranscriptionRequest, cancel: threading.Event) -> Transcription:
         """Transcribe (or translate to English) the audio."""
