@@ -48,19 +48,26 @@ def create_app(
     return app
 
 
+def _route_prefix(appliance: Appliance, name: str) -> str:
+    """``/plugins/<name>``, or ``/appliance/<name>`` for a plugin that asks for it (its own
+    namespace under the appliance API, never a core path)."""
+    plugin = appliance.plugins.pm.get_plugin(name)
+    wanted = getattr(plugin, "ROUTE_PREFIX", None)
+    return f"/appliance/{name}" if wanted == f"/appliance/{name}" else f"/plugins/{name}"
+
+
 def _mount_plugin_routes(app: web.Application, appliance: Appliance) -> None:
     for name, route_defs in appliance.plugins.call_each("register_routes", appliance=appliance):
+        prefix = _route_prefix(appliance, name)
         for route in route_defs:
             if not isinstance(route, web.RouteDef):
                 appliance.plugins.fail(name, f"register_routes returned {route!r}, not a RouteDef")
                 break
             path = route.path if route.path.startswith("/") else "/" + route.path
-            app.router.add_route(
-                route.method, f"/plugins/{name}{path}", route.handler, **route.kwargs
-            )
+            app.router.add_route(route.method, f"{prefix}{path}", route.handler, **route.kwargs)
             record = appliance.plugins.records.get(name)
             if record is not None:
-                record.routes.append(f"{route.method} /plugins/{name}{path}")
+                record.routes.append(f"{route.method} {prefix}{path}")
 
 
 def ensure_admin_token(appliance: Appliance) -> str | None:

@@ -71,8 +71,12 @@ def free_port() -> int:
 
 def test_serve_answers_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "APPLIANCE_LOAD_PLUGINS": "echo", "APPLIANCE_MDNS": "false",
-           "APPLIANCE_CALIBRATE_AT_START": "false"}
+    env = {
+        **os.environ,
+        "APPLIANCE_LOAD_PLUGINS": "echo",
+        "APPLIANCE_MDNS": "false",
+        "APPLIANCE_CALIBRATE_AT_START": "false",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "appliance", "serve", "--port", str(port), "--home", str(tmp_path)],
         env=env,

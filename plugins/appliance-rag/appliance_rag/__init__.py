@@ -1,0 +1,149 @@
+"""RAG over local files: collections, incremental ingestion, hybrid search, cited answers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from appliance import Migration, hookimpl
+from appliance.capabilities.retrieve import ContextChunk, DocumentLoader
+from appliance.history.conversations import message_text
+from appliance.http.middleware import read_json, require
+from appliance.http.validation import parse_body
+from appliance.keys import appliance_of
+from appliance_rag.index import create_tables
+from appliance_rag.loaders import LOADERS
+from appliance_rag.service import Collections
+
+if TYPE_CHECKING:
+    from appliance.core import Appliance
+
+NAME = "rag"
+ROUTE_PREFIX = "/appliance/rag"
+CONTEXT_CHUNKS = 4
+_services: dict[int, Collections] = {}
+routes = web.RouteTableDef()
+
+
+def service(appliance: Appliance) -> Collections:
+    found = _services.get(id(appliance))
+    if found is None:
+        loaders = list(appliance.registry.loaders.items.values()) or list(LOADERS)
+        found = _services[id(appliance)] = Collections(appliance, loaders)
+    return found
+
+
+@hookimpl
+def register_migrations(register: Callable[[str, Migration], None]) -> None:
+    register(NAME, create_tables)
+
+
+@hookimpl
+def register_document_loaders(register: Callable[[DocumentLoader], None]) -> None:
+    for loader in LOADERS:
+        register(loader)
+
+
+@asynccontextmanager
+async def _lifespan(appliance: Appliance) -> AsyncIterator[None]:
+    collections = service(appliance)
+    for name in await collections.names():  # resume and catch up after a restart
+        collections.start(name)
+    yield
+    for task in collections.tasks.values():
+        task.cancel()
+    _services.pop(id(appliance), None)
+
+
+@hookimpl
+def lifespan(appliance: Appliance) -> Any:
+    return _lifespan(appliance)
+
+
+@hookimpl
+async def prompt_context(appliance: Appliance, request: dict[str, Any]) -> list[ContextChunk]:
+    collection = request.get("rag")
+    if isinstance(collection, dict):
+        collection = collection.get("collection")
+    if not collection:
+        return []
+    question = next(
+        (
+            message_text(m.get("content"))
+            for m in reversed(request.get("messages", []))
+            if m.get("role") == "user"
+        ),
+        "",
+    )
+    return await service(appliance).retrieve(str(collection), question, CONTEXT_CHUNKS)
+
+
+class CollectionIn(BaseModel):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    paths: list[str] = Field(min_length=1)
+    globs: list[str] = Field(default_factory=list)
+
+
+class QueryIn(BaseModel):
+    collection: str
+    query: str
+    top_k: int = Field(default=5, ge=1, le=50)
+
+
+@routes.get("/collections")
+async def list_collections(request: web.Request) -> web.Response:
+    require(request, "rag.query")
+    collections = service(appliance_of(request))
+    return web.json_response(
+        {"collections": [await collections.get(n) for n in await collections.names()]}
+    )
+
+
+@routes.post("/collections")
+async def create_collection(request: web.Request) -> web.Response:
+    require(request, "rag.manage")
+    body = parse_body(CollectionIn, await read_json(request))
+    row = await service(appliance_of(request)).create(
+        body.name, [Path(p) for p in body.paths], body.globs
+    )
+    return web.json_response({"name": row["name"], "status": row["status"]}, status=201)
+
+
+@routes.get("/collections/{name}")
+async def show_collection(request: web.Request) -> web.Response:
+    require(request, "rag.query")
+    return web.json_response(await service(appliance_of(request)).get(request.match_info["name"]))
+
+
+@routes.post("/collections/{name}/reindex")
+async def reindex(request: web.Request) -> web.Response:
+    require(request, "rag.manage")
+    collections = service(appliance_of(request))
+    await collections.get(request.match_info["name"])
+    collections.start(request.match_info["name"])
+    return web.json_response({"name": request.match_info["name"], "status": "indexing"})
+
+
+@routes.delete("/collections/{name}")
+async def delete_collection(request: web.Request) -> web.Response:
+    require(request, "rag.manage")
+    await service(appliance_of(request)).remove(request.match_info["name"])
+    return web.json_response({"name": request.match_info["name"], "deleted": True})
+
+
+@routes.post("/query")
+async def query(request: web.Request) -> web.Response:
+    require(request, "rag.query")
+    body = parse_body(QueryIn, await read_json(request))
+    hits = await service(appliance_of(request)).search(body.collection, body.query, body.top_k)
+    return web.json_response({"collection": body.collection, "results": hits})
+
+
+@hookimpl
+def register_routes(appliance: Appliance) -> list[web.RouteDef]:
+    return [r for r in routes if isinstance(r, web.RouteDef)]
