@@ -51,6 +51,7 @@ class Settings(BaseModel):
     log_level: str = "INFO"
     hardware_root: Path = Path("/")
     audio_sync_limit_s: float = Field(default=600.0, gt=0)
+    rag_scan_interval_s: float = Field(default=300.0, ge=0)
     calibrate_at_start: bool = True
     history_retention_days: int = Field(default=0, ge=0)
 

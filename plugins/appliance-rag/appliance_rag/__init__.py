@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import click
 from aiohttp import web
 from pydantic import BaseModel, Field
 
@@ -16,6 +18,7 @@ from appliance.history.conversations import message_text
 from appliance.http.middleware import read_json, require
 from appliance.http.validation import parse_body
 from appliance.keys import appliance_of
+from appliance_rag.cli import rag_cli
 from appliance_rag.index import create_tables
 from appliance_rag.loaders import LOADERS
 from appliance_rag.service import Collections
@@ -49,15 +52,33 @@ def register_document_loaders(register: Callable[[DocumentLoader], None]) -> Non
         register(loader)
 
 
+async def _rescan(appliance: Appliance, interval: float) -> None:
+    """Keep folders current: a periodic scan re-reads only what changed."""
+    collections = service(appliance)
+    while True:
+        await asyncio.sleep(interval)
+        for name in await collections.names():
+            collections.start(name)
+
+
 @asynccontextmanager
 async def _lifespan(appliance: Appliance) -> AsyncIterator[None]:
     collections = service(appliance)
     for name in await collections.names():  # resume and catch up after a restart
         collections.start(name)
+    interval = appliance.settings.rag_scan_interval_s
+    scanner = asyncio.create_task(_rescan(appliance, interval)) if interval > 0 else None
     yield
+    if scanner is not None:
+        scanner.cancel()
     for task in collections.tasks.values():
         task.cancel()
     _services.pop(id(appliance), None)
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    cli.add_command(rag_cli)
 
 
 @hookimpl

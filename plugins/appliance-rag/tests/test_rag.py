@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -228,3 +229,32 @@ async def test_bad_queries(make_client: ClientFactory, missing: str) -> None:
     assert (await client.post("/appliance/rag/query", json=body)).status == 400
     unknown = await client.post("/appliance/rag/query", json={"collection": "nope", "query": "y"})
     assert unknown.status == 404
+
+
+def test_cli_add_status_reindex_remove(tmp_path: Path, corpus: Corpus) -> None:
+    from click.testing import CliRunner
+
+    from appliance.cli.main import cli
+
+    docs = tmp_path / "share"
+    corpus(docs)
+    env = {
+        "APPLIANCE_HOME": str(tmp_path / "home"),
+        "APPLIANCE_LOAD_PLUGINS": "echo,rag",
+        "APPLIANCE_EMBED_MODEL": "echo-embed",
+        "APPLIANCE_CALIBRATE_AT_START": "false",
+    }
+    runner = CliRunner()
+    added = runner.invoke(cli, ["rag", "add", "office", str(docs)], env=env)
+    assert added.exit_code == 0, added.output
+    assert "office: 7 files" in added.output
+    listed = runner.invoke(cli, ["rag", "list"], env=env)
+    assert "office" in listed.output and "ready" in listed.output
+    (docs / "new.md").write_text("# New\n\nA new page.\n")
+    again = runner.invoke(cli, ["rag", "reindex", "office"], env=env)
+    assert "1 changed files re-read" in again.output, again.output
+    shown = runner.invoke(cli, ["rag", "status", "office"], env=env)
+    assert json.loads(shown.output)["files"] == 8
+    assert runner.invoke(cli, ["rag", "remove", "office"], env=env).exit_code == 0
+    missing = runner.invoke(cli, ["rag", "status", "office"], env=env)
+    assert missing.exit_code != 0 and "no collection" in missing.output
