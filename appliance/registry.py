@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from appliance.capabilities import ChatModel, Embedder
-from appliance.capabilities.retrieve import DocumentLoader
+from appliance.capabilities.retrieve import DocumentLoader, Retriever
 from appliance.capabilities.transcribe import Transcriber
 from appliance.errors import NotFound, PluginError
 
@@ -63,3 +63,4 @@ class Registry:
     loaders: Registered[DocumentLoader] = field(
         default_factory=lambda: Registered("document loader")
     )
+    retrievers: Registered[Retriever] = field(default_factory=lambda: Registered("retriever"))

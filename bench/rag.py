@@ -42,6 +42,17 @@ def score(rankings: list[list[str]], answers: list[str]) -> tuple[float, float]:
 
 
 async def main() -> None:
+    import sys
+
+    import appliance_rag.chunking
+
+    if len(sys.argv) > 1:  # e.g. `python -m bench.rag 500 80` to compare chunk sizes
+        appliance_rag.chunking.CHUNK_SIZE = int(sys.argv[1])
+        appliance_rag.chunking.CHUNK_OVERLAP = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    print(
+        f"chunks of {appliance_rag.chunking.CHUNK_SIZE} characters, "
+        f"{appliance_rag.chunking.CHUNK_OVERLAP} overlap"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "python-reference"
         corpus.mkdir()

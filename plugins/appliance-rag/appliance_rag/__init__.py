@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from pydantic import BaseModel, Field
 
-from appliance import Migration, hookimpl
+from appliance import BadRequest, Migration, hookimpl
 from appliance.capabilities.retrieve import ContextChunk, DocumentLoader
+from appliance.errors import PayloadTooLarge
 from appliance.history.conversations import message_text
 from appliance.http.middleware import read_json, require
 from appliance.http.validation import parse_body
@@ -64,6 +65,7 @@ async def _rescan(appliance: Appliance, interval: float) -> None:
 @asynccontextmanager
 async def _lifespan(appliance: Appliance) -> AsyncIterator[None]:
     collections = service(appliance)
+    appliance.registry.retrievers.add(NAME, collections, NAME)  # for other plugins to use
     for name in await collections.names():  # resume and catch up after a restart
         collections.start(name)
     interval = appliance.settings.rag_scan_interval_s
@@ -106,8 +108,12 @@ async def prompt_context(appliance: Appliance, request: dict[str, Any]) -> list[
 
 class CollectionIn(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
-    paths: list[str] = Field(min_length=1)
+    paths: list[str] = Field(default_factory=list)
     globs: list[str] = Field(default_factory=list)
+
+
+def uploads_dir(appliance: Appliance, name: str) -> Path:
+    return appliance.settings.home / "rag-uploads" / name
 
 
 class QueryIn(BaseModel):
@@ -128,11 +134,49 @@ async def list_collections(request: web.Request) -> web.Response:
 @routes.post("/collections")
 async def create_collection(request: web.Request) -> web.Response:
     require(request, "rag.manage")
+    appliance = appliance_of(request)
     body = parse_body(CollectionIn, await read_json(request))
-    row = await service(appliance_of(request)).create(
-        body.name, [Path(p) for p in body.paths], body.globs
-    )
+    uploads = uploads_dir(appliance, body.name)
+    uploads.mkdir(parents=True, exist_ok=True)  # files uploaded over the API land here
+    roots = [Path(p) for p in body.paths] + [uploads]
+    row = await service(appliance).create(body.name, roots, body.globs)
     return web.json_response({"name": row["name"], "status": row["status"]}, status=201)
+
+
+@routes.post("/collections/{name}/files")
+async def upload_files(request: web.Request) -> web.Response:
+    """Add uploaded files (multipart ``file`` fields) to a collection and index them."""
+    require(request, "rag.manage")
+    appliance = appliance_of(request)
+    name = request.match_info["name"]
+    collections = service(appliance)
+    await collections.get(name)
+    if not request.content_type.startswith("multipart/"):
+        raise BadRequest("send multipart/form-data with one or more 'file' fields")
+    target = uploads_dir(appliance, name)
+    target.mkdir(parents=True, exist_ok=True)
+    limit = appliance.settings.max_body_bytes
+    saved, total = [], 0
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader) or part.name != "file":
+            continue
+        filename = Path(part.filename or "").name
+        suffix = Path(filename).suffix.lower()
+        if not filename or filename.startswith(".") or suffix not in collections.loaders:
+            raise BadRequest(f"{filename!r}: unsupported file type", param="file")
+        data = bytearray()
+        while chunk := await part.read_chunk():
+            data.extend(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise PayloadTooLarge(f"uploads exceed the limit of {limit} bytes")
+        await asyncio.to_thread((target / filename).write_bytes, bytes(data))
+        saved.append(filename)
+    if not saved:
+        raise BadRequest("'file' is required", param="file")
+    collections.start(name)
+    return web.json_response({"name": name, "uploaded": saved, "status": "indexing"}, status=201)
 
 
 @routes.get("/collections/{name}")

@@ -33,8 +33,10 @@ def _pieces(text: str, size: int) -> list[str]:
 
 
 def chunk_sections(
-    sections: Iterable[LoadedSection], size: int = CHUNK_SIZE, overlap: int = CHUNK_OVERLAP
+    sections: Iterable[LoadedSection], size: int | None = None, overlap: int | None = None
 ) -> list[Chunk]:
+    size = size or CHUNK_SIZE
+    overlap = CHUNK_OVERLAP if overlap is None else overlap
     chunks: list[Chunk] = []
     for section in sections:
         current = ""

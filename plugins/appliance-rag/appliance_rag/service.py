@@ -50,6 +50,8 @@ class Collections(Retriever):
         return np.array(vectors, dtype=np.float32)
 
     async def create(self, name: str, roots: list[Path], globs: list[str]) -> dict[str, Any]:
+        if not roots:
+            raise BadRequest("give at least one folder or file", param="paths")
         for root in roots:
             if not root.is_absolute() or ".." in root.parts:
                 raise BadRequest(f"{root}: give an absolute path without '..'", param="paths")

@@ -187,7 +187,9 @@ async def test_roles_and_concurrent_queries_during_ingestion(
         for i in range(20)
     ]
     responses = await asyncio.gather(*queries)
-    assert all(r.status == 200 for r in responses)
+    assert all(r.status == 200 for r in responses), [
+        (r.status, await r.text()) for r in responses if r.status != 200
+    ]
     await wait_ready_with(client, "notes", bearer(user))
     hit = await (
         await client.post(
@@ -258,3 +260,30 @@ def test_cli_add_status_reindex_remove(tmp_path: Path, corpus: Corpus) -> None:
     assert runner.invoke(cli, ["rag", "remove", "office"], env=env).exit_code == 0
     missing = runner.invoke(cli, ["rag", "status", "office"], env=env)
     assert missing.exit_code != 0 and "no collection" in missing.output
+
+
+async def test_uploaded_files_join_a_collection(make_client: ClientFactory, tmp_path: Path) -> None:
+    import aiohttp
+
+    client = await rag_client(make_client)
+    created = await client.post("/appliance/rag/collections", json={"name": "inbox"})
+    assert created.status == 201
+    await wait_ready(client, "inbox")
+    form = aiohttp.FormData()
+    form.add_field("file", b"# Parking\n\nVisitors park in bay 12.\n", filename="parking.md")
+    uploaded = await client.post("/appliance/rag/collections/inbox/files", data=form)
+    assert uploaded.status == 201 and (await uploaded.json())["uploaded"] == ["parking.md"]
+    await asyncio.sleep(0.1)
+    status = await wait_ready(client, "inbox")
+    assert status["files"] == 1
+    hits = await (
+        await client.post(
+            "/appliance/rag/query", json={"collection": "inbox", "query": "where do visitors park"}
+        )
+    ).json()
+    assert hits["results"][0]["path"].endswith("parking.md")
+    bad = aiohttp.FormData()
+    bad.add_field("file", b"MZ\x90\x00", filename="tool.exe")
+    refused = await client.post("/appliance/rag/collections/inbox/files", data=bad)
+    assert refused.status == 400
+    assert "rag" in client.app[APPLIANCE].registry.retrievers
