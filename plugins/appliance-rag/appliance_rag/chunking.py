@@ -1,5 +1,9 @@
 """Chunks by structure: a section's paragraphs are packed up to ``size`` characters, with the
-last ``overlap`` characters carried into the next chunk; each chunk keeps its title and location."""
+last ``overlap`` characters carried into the next chunk; each chunk keeps its title and location.
+
+1,000 / 150 was measured with bench/rag.py (hybrid recall@5 0.983 against 0.966 at 500 and 0.914
+at 1,500 characters).
+"""
 
 from __future__ import annotations
 
