@@ -38,7 +38,7 @@ $(STAMP): $(BIN)/python pyproject.toml $(PLUGINS) | sysdeps
 	touch $@
 
 # System packages (only when root and apt-get exists; otherwise the tests that need them skip).
-SYSTEM_PACKAGES := iproute2
+SYSTEM_PACKAGES := iproute2 mtools
 sysdeps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -9,6 +9,7 @@ from appliance.cli.detect import detect
 from appliance.cli.discover import discover
 from appliance.cli.models_cmd import models
 from appliance.cli.plugins_cmd import plugins
+from appliance.cli.provision import provision
 from appliance.cli.serve import serve
 from appliance.cli.tokens import tokens
 
@@ -50,7 +51,7 @@ def cli() -> None:
     """Private, offline AI for your LAN."""
 
 
-for command in (serve, tokens, plugins, models, discover, detect):
+for command in (serve, tokens, plugins, models, discover, detect, provision):
     cli.add_command(command)
 
 
