@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack
@@ -109,18 +110,29 @@ async def _core_lifespan(app: web.Application) -> AsyncIterator[None]:
                     "no tokens exist and the box listens on loopback only: running OPEN "
                     "(anyone on this machine is admin). Create a token to require auth."
                 )
-        if appliance.settings.load_at_start:
-            for name in appliance.registry.chat.names()[:1]:
-                await appliance.scheduler.load(appliance.registry.chat.get(name).backend)
+        default = appliance.default_chat_model()
+        if appliance.settings.load_at_start and default:
+            await appliance.scheduler.load(appliance.registry.chat.get(default).backend)
         appliance.track(Event("appliance.started", detail={"version": appliance.version}))
         if appliance.settings.calibrate_at_start and appliance.calibration is None:
             appliance.spawn(_first_calibration(appliance))
         await appliance.jobs.start()
+        retention = asyncio.create_task(_retention_daily(appliance))
         yield
+        retention.cancel()
     finally:
         await appliance.jobs.stop()
         await appliance.drain()
         appliance.close()
+
+
+async def _retention_daily(appliance: Appliance) -> None:
+    while True:
+        try:
+            await appliance.enforce_retention()
+        except Exception:
+            log.exception("history retention failed")
+        await asyncio.sleep(86400)
 
 
 async def _first_calibration(appliance: Appliance) -> None:

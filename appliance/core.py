@@ -21,6 +21,7 @@ from appliance.hardware.calibrate import (
 from appliance.hardware.facts import HardwareFacts, probe
 from appliance.hardware.fit import Choice, choose
 from appliance.hardware.profiles import BUILTIN_DIR, GENERIC, HardwareProfile, load_profiles
+from appliance.history.conversations import purge_older_than
 from appliance.history.db import HistoryDB
 from appliance.history.migrations import Migration, apply_migrations
 from appliance.history.schema import CORE_MIGRATIONS
@@ -102,6 +103,26 @@ class Appliance:
             excluded=self.calibration.excluded if self.calibration else None,
         )
         return self.choice
+
+    def default_chat_model(self) -> str | None:
+        """The ``chat_model`` setting, else the hardware choice when served, else the first."""
+        served = self.registry.chat.names()
+        chosen = self.choice.chat.model if self.choice and self.choice.chat else ""
+        for name in (self.settings.chat_model, chosen):
+            if name and name in self.registry.chat:
+                return name
+        return served[0] if served else None
+
+    async def enforce_retention(self) -> int:
+        """Delete history older than ``history_retention_days`` (0 keeps everything)."""
+        days = self.settings.history_retention_days
+        if not days:
+            return 0
+        cutoff = time.time() - days * 86400
+        removed: int = await self.db.write(lambda db: purge_older_than(db, cutoff))
+        if removed:
+            log.info("retention: removed %d conversations older than %d days", removed, days)
+        return removed
 
     def plugin_actor(self, name: str) -> Actor:
         """The identity a plugin acts under; its declared PERMISSIONS decide what it may do."""

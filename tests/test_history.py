@@ -97,3 +97,52 @@ def test_follow_up_joins_the_conversation_and_search_finds_it(tmp_path: Path) ->
     none = db.read_sync(lambda d: list_conversations(d, "u1", query="Germany"))
     assert none == []
     db.close()
+
+
+async def test_retention_removes_old_history_only(tmp_path: Path) -> None:
+    import time
+
+    appliance = Appliance(
+        make_settings(tmp_path / "home", history_retention_days=30), load_plugins(("echo",))
+    )
+    appliance.open()
+    try:
+
+        def add(db: Any, owner: str, age_days: float) -> str:
+            ex = Exchange(
+                owner,
+                "echo",
+                "openai",
+                [{"role": "user", "content": owner}],
+                {"role": "assistant", "content": "ok"},
+            )
+            conv = record_exchange(db, ex)
+            db.execute(
+                "update conversations set updated_at = ? where id = ?",
+                [time.time() - age_days * 86400, conv],
+            )
+            return conv
+
+        old = appliance.db.write_sync(lambda db: add(db, "old", 45))
+        new = appliance.db.write_sync(lambda db: add(db, "new", 2))
+        assert await appliance.enforce_retention() == 1
+        left = appliance.db.read_sync(lambda db: [r["id"] for r in db.table("conversations").rows])
+        assert left == [new] and old not in left
+        orphans = appliance.db.read_sync(
+            lambda db: db.execute(
+                "select count(*) from messages where conversation_id = ?", [old]
+            ).fetchone()[0]
+        )
+        assert orphans == 0
+    finally:
+        appliance.close()
+
+
+def test_default_chat_model_prefers_the_setting(tmp_path: Path) -> None:
+    appliance = Appliance(make_settings(tmp_path / "h", chat_model="echo"), load_plugins(("echo",)))
+    appliance.detect()
+    appliance.register_models()
+    assert appliance.default_chat_model() == "echo"
+    other = Appliance(make_settings(tmp_path / "i", chat_model="missing"), load_plugins(("echo",)))
+    other.register_models()
+    assert other.default_chat_model() == "echo"

@@ -188,3 +188,17 @@ def fts_quote(text: str) -> str:
     """Make user text safe for FTS5 MATCH: each word becomes a quoted term."""
     words = [w.replace('"', '""') for w in text.split() if w.strip()]
     return " ".join(f'"{w}"' for w in words) or '""'
+
+
+def purge_older_than(db: sqlite_utils.Database, cutoff: float) -> int:
+    """Delete conversations (and their messages) last updated before ``cutoff``."""
+    old = [
+        row[0]
+        for row in db.execute(
+            "select id from conversations where updated_at < ?", [cutoff]
+        ).fetchall()
+    ]
+    for conv_id in old:
+        delete_conversation(db, conv_id)
+    db.execute("delete from transcriptions where created_at < ?", [cutoff])
+    return len(old)

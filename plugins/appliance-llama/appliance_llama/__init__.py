@@ -59,8 +59,11 @@ def register_chat_models(
     register: Callable[[ChatModel], None], profile: HardwareProfile, appliance: Appliance
 ) -> None:
     settings = appliance.settings
+    choice = appliance.choice.chat if appliance.choice else None
     for stored in _chosen(appliance, "chat"):
         context = min(settings.chat_ctx, stored.model.context or settings.chat_ctx)
+        if choice is not None and choice.model == stored.model.id:
+            context = min(context, choice.ctx)  # what the hardware choice found room for
         register(
             LlamaChatModel(
                 _info(stored, context), _loader(appliance, stored), context, settings.n_threads
