@@ -54,9 +54,12 @@ async def upload(request: web.Request) -> web.Response:
                 if not _WHEEL_NAME.match(filename):
                     raise BadRequest(f"{filename!r} is not a wheel file name", param="file")
                 wheel = Path(tmp) / filename
-                with wheel.open("wb") as out:
-                    while chunk := await part.read_chunk():
-                        out.write(chunk)
+                data = bytearray()
+                while chunk := await part.read_chunk():
+                    data.extend(chunk)
+                    if len(data) > appliance_of(request).settings.max_body_bytes:
+                        raise BadRequest("the wheel exceeds the upload limit", param="file")
+                await asyncio.to_thread(wheel.write_bytes, bytes(data))
         if wheel is None:
             raise BadRequest("'file' (the wheel) is required", param="file")
         if len(sha256) != 64:
