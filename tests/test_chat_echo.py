@@ -161,3 +161,46 @@ async def test_user_cannot_read_anothers_conversation(make_client: ClientFactory
     ).status == 403
     mine = await (await client.get("/appliance/conversations", headers=bearer(bob))).json()
     assert mine["conversations"] == []
+
+
+class FixedContext:
+    """A prompt_context plugin that always supplies one chunk."""
+
+    from appliance import hookimpl as _hookimpl
+
+    @_hookimpl
+    def prompt_context(self, appliance: Any, request: dict[str, Any]) -> Any:
+        from appliance.capabilities.retrieve import ContextChunk
+
+        if not request.get("rag"):
+            return None
+        return [ContextChunk(id="7", text="Visitors park in bay 12.", source="/kb/parking.md")]
+
+
+async def test_context_is_cited_but_not_stored_and_follow_ups_join(
+    make_client: ClientFactory,
+) -> None:
+    client = await make_client(extra_plugins=(("ctx", FixedContext()),))
+    first = await client.post("/v1/chat/completions", json=ask("where to park", rag="kb"))
+    body = await first.json()
+    assert body["citations"] == [
+        {"index": 1, "id": "7", "source": "/kb/parking.md", "score": 0.0, "location": {}}
+    ]
+    conv_id = first.headers["X-Conversation-Id"]
+    conv = await (await client.get(f"/appliance/conversations/{conv_id}")).json()
+    assert [m["role"] for m in conv["messages"]] == ["user", "assistant"]
+    assert "bay 12" not in conv["messages"][0]["content"]
+    assert "parking.md" in conv["messages"][1]["meta"]
+    follow = {
+        "model": "echo",
+        "rag": "kb",
+        "messages": [
+            {"role": "user", "content": "where to park"},
+            {"role": "assistant", "content": body["choices"][0]["message"]["content"]},
+            {"role": "user", "content": "and bikes"},
+        ],
+    }
+    second = await client.post("/v1/chat/completions", json=follow)
+    assert second.headers["X-Conversation-Id"] == conv_id
+    ollama = await client.post("/api/chat", json={**follow, "stream": False})
+    assert ollama.status == 200

@@ -22,6 +22,9 @@ class ChatRun:
     api: str
     keep_alive: float | None = None
     conversation_id: str | None = None
+    client_messages: list[dict[str, Any]] | None = None
+    """What the client sent, before retrieved context was added: this is what history keeps,
+    so a follow-up (which never carries that context) joins the same conversation."""
     meta: dict[str, Any] = field(default_factory=dict)
     text: str = ""
     finish_reason: str | None = None
@@ -74,7 +77,9 @@ class ChatRun:
 
     async def record(self) -> str:
         """Store the exchange in history; return the conversation id."""
-        if isinstance(self.request, ChatRequest):
+        if self.client_messages is not None:
+            messages = list(self.client_messages)
+        elif isinstance(self.request, ChatRequest):
             messages = list(self.request.messages)
         else:
             messages = [{"role": "user", "content": self.request.prompt}]

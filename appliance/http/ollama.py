@@ -13,6 +13,7 @@ from aiohttp import web
 
 from appliance.capabilities import ChatRequest, CompletionRequest, ModelInfo
 from appliance.errors import ApplianceError, BadRequest, NotFound
+from appliance.http.context import add_context
 from appliance.http.generation import ChatRun
 from appliance.http.middleware import read_json, require
 from appliance.http.ollama_schema import (
@@ -273,8 +274,6 @@ def _ollama_messages(body: ChatBody) -> list[dict[str, Any]]:
 
 @routes.post("/api/chat")
 async def chat(request: web.Request) -> web.StreamResponse:
-    from appliance.http.context import add_context
-
     actor = require(request, "models.use")
     appliance = appliance_of(request)
     raw = await read_json(request)
@@ -283,14 +282,23 @@ async def chat(request: web.Request) -> web.StreamResponse:
     keep_alive = keep_alive_seconds(body.keep_alive)
     if not body.messages:
         return await _load_only(request, model, keep_alive, "chat", body.model)
-    messages, citations = await add_context(appliance, raw, _ollama_messages(body))
+    sent = _ollama_messages(body)
+    messages, citations = await add_context(appliance, raw, sent)
     chat_request = ChatRequest(
         messages=messages,
         sampling=body.options.sampling(body.logprobs, body.top_logprobs),
         response_format=response_format(body.format),
         tools=body.tools,
     )
-    run = ChatRun(appliance, actor, model, chat_request, api="ollama", keep_alive=keep_alive)
+    run = ChatRun(
+        appliance,
+        actor,
+        model,
+        chat_request,
+        api="ollama",
+        keep_alive=keep_alive,
+        client_messages=sent,
+    )
     if citations:
         run.meta["citations"] = citations
     return await _answer(request, run, body.model, body.stream, "message")

@@ -80,8 +80,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     raw = await read_json(request)
     body = parse_body(ChatCompletionBody, raw)
     model = appliance.registry.chat.get(body.model)
-    messages = [m.model_dump(exclude_none=True) for m in body.messages]
-    messages, citations = await add_context(appliance, raw, messages)
+    sent = [m.model_dump(exclude_none=True) for m in body.messages]
+    messages, citations = await add_context(appliance, raw, sent)
     chat_request = ChatRequest(
         messages=messages,
         sampling=body.sampling(),
@@ -89,7 +89,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         tools=body.tools,
         tool_choice=body.tool_choice,
     )
-    run = ChatRun(appliance, actor, model, chat_request, api="openai")
+    run = ChatRun(appliance, actor, model, chat_request, api="openai", client_messages=sent)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return await respond_chat(
         request, run, stream=body.stream, include_usage=include_usage, citations=citations
