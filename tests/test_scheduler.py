@@ -159,3 +159,33 @@ async def test_app_cleanup_stops_workers(make_client: ClientFactory) -> None:
     assert scheduler.loaded()
     await client.close()
     assert not model.loaded
+
+
+class FailsMidway(SlowModel):
+    info = ModelInfo(name="flaky")
+
+    def chat(self, request: ChatRequest, cancel: threading.Event) -> Iterator[GenerationChunk]:
+        yield GenerationChunk(text="partial ")
+        raise RuntimeError("GPU fell off the bus")
+
+
+async def test_a_failure_mid_stream_is_an_error_event_in_each_api(
+    make_client: ClientFactory,
+) -> None:
+    import json
+
+    client = await make_client(extra_plugins=(("flaky", SlowPlugin(FailsMidway())),))
+    body = {"model": "flaky", "messages": [{"role": "user", "content": "go"}], "stream": True}
+    sse = await (await client.post("/v1/chat/completions", json=body)).text()
+    events = [line[6:] for line in sse.splitlines() if line.startswith("data: ")]
+    assert "partial" in events[1]
+    last = json.loads(events[-1])
+    assert "failed while answering" in last["error"]["message"]
+    assert "[DONE]" not in events and "GPU" not in sse
+    lines = (await (await client.post("/api/chat", json=body)).text()).splitlines()
+    assert json.loads(lines[0])["message"]["content"] == "partial "
+    assert "failed while answering" in json.loads(lines[-1])["error"]
+    whole = await client.post("/v1/chat/completions", json={**body, "stream": False})
+    assert whole.status == 500 and "request id" in (await whole.json())["error"]["message"]
+    again = await client.post("/v1/chat/completions", json={**body, "model": "echo"})
+    assert again.status == 200  # the box keeps serving

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.auth import Actor
 from appliance.capabilities import ChatModel, ChatRequest, CompletionRequest, GenerationChunk, Usage
 from appliance.core import Appliance
+from appliance.errors import ApplianceError
 from appliance.history.conversations import Exchange, record_exchange
+
+log = logging.getLogger(__name__)
+DISCONNECTS = (ConnectionResetError, ConnectionError)
 
 
 @dataclass
@@ -66,6 +72,25 @@ class ChatRun:
                 yield chunk
         finally:
             self.text = "".join(parts)
+
+    async def guard(
+        self,
+        produce: Callable[[], Awaitable[None]],
+        write_error: Callable[[ApplianceError], Awaitable[None]],
+    ) -> None:
+        """Run a streaming response. A client that leaves gets its turn recorded as cancelled;
+        a failure after the stream began becomes an error event in the API's own shape."""
+        try:
+            await produce()
+        except DISCONNECTS:
+            self.finish_reason = "cancelled"
+            await self.record()
+        except Exception as exc:
+            if not isinstance(exc, ApplianceError):
+                log.exception("model %s failed mid-stream", self.model.name)
+                exc = ApplianceError(f"the model {self.model.name} failed while answering")
+            with contextlib.suppress(*DISCONNECTS):
+                await write_error(exc)
 
     async def collect(self) -> None:
         async for _ in self.stream():

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from appliance.capabilities import ChatRequest, CompletionRequest, ModelInfo
-from appliance.errors import ApplianceError, BadRequest, NotFound
+from appliance.errors import BadRequest, NotFound
 from appliance.http.context import add_context
 from appliance.http.generation import ChatRun
 from appliance.http.middleware import read_json, require
@@ -31,7 +31,6 @@ from appliance.keys import appliance_of
 routes = web.RouteTableDef()
 OLLAMA_COMPATIBLE_VERSION = "0.12.0"
 NS = 1_000_000
-DISCONNECTS = (ConnectionResetError, ConnectionError)
 
 
 def _now() -> str:
@@ -233,7 +232,8 @@ async def _answer(
         return web.json_response(final(run.text))
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
-    try:
+
+    async def produce() -> None:
         async with contextlib.aclosing(run.stream()) as pieces:
             async for chunk in pieces:
                 if chunk.text:
@@ -241,12 +241,8 @@ async def _answer(
         await response.write(_ndjson(final("")))
         await run.record()
         await response.write_eof()
-    except DISCONNECTS:
-        run.finish_reason = "cancelled"
-        await run.record()
-    except ApplianceError as exc:
-        with contextlib.suppress(*DISCONNECTS):
-            await response.write(_ndjson({"error": exc.message}))
+
+    await run.guard(produce, lambda exc: response.write(_ndjson({"error": exc.message})))
     return response
 
 

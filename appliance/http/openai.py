@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from appliance.capabilities import ChatRequest, CompletionRequest
-from appliance.errors import ApplianceError, BadRequest
+from appliance.errors import BadRequest
 from appliance.http import sse
 from appliance.http.context import add_context
 from appliance.http.generation import ChatRun
@@ -23,7 +23,6 @@ from appliance.http.validation import parse_body
 from appliance.keys import appliance_of
 
 routes = web.RouteTableDef()
-DISCONNECTS = (ConnectionResetError, ConnectionError)
 
 
 def _model_entry(name: str, owner: str, created: int) -> dict[str, Any]:
@@ -166,7 +165,7 @@ async def _stream_chat(
         choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         return {**base, "choices": [choice]}
 
-    try:
+    async def produce() -> None:
         first = chunk({"role": "assistant", "content": ""})
         if citations:
             first["citations"] = citations
@@ -190,12 +189,8 @@ async def _stream_chat(
             await sse.send_event(response, {**base, "choices": [], "usage": _usage(run)})
         await run.record()
         await sse.send_done(response)
-    except DISCONNECTS:
-        run.finish_reason = "cancelled"
-        await run.record()
-    except ApplianceError as exc:
-        with contextlib.suppress(*DISCONNECTS):
-            await sse.send_event(response, {"error": exc.as_dict()})
+
+    await run.guard(produce, lambda exc: sse.send_event(response, {"error": exc.as_dict()}))
     return response
 
 
@@ -216,76 +211,37 @@ async def completions(request: web.Request) -> web.StreamResponse:
         "created": int(time.time()),
         "model": model.name,
     }
+
+    def choice(text: str, finish: str | None) -> dict[str, Any]:
+        return {
+            **base,
+            "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}],
+        }
+
     if not body.stream:
         await run.collect()
         await run.record()
         text = (body.prompt_text() + run.text) if body.echo else run.text
-        choice = {
-            "text": text,
-            "index": 0,
-            "logprobs": None,
-            "finish_reason": run.finish_reason or "stop",
-        }
-        return web.json_response({**base, "choices": [choice], "usage": _usage(run)})
+        return web.json_response(
+            {**choice(text, run.finish_reason or "stop"), "usage": _usage(run)}
+        )
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     response = await sse.open_stream(request)
-    try:
+
+    async def produce() -> None:
         if body.echo:
-            await sse.send_event(
-                response,
-                {
-                    **base,
-                    "choices": [
-                        {
-                            "text": body.prompt_text(),
-                            "index": 0,
-                            "logprobs": None,
-                            "finish_reason": None,
-                        }
-                    ],
-                },
-            )
+            await sse.send_event(response, choice(body.prompt_text(), None))
         async with contextlib.aclosing(run.stream()) as pieces:
             async for piece in pieces:
                 if piece.text:
-                    await sse.send_event(
-                        response,
-                        {
-                            **base,
-                            "choices": [
-                                {
-                                    "text": piece.text,
-                                    "index": 0,
-                                    "logprobs": None,
-                                    "finish_reason": None,
-                                }
-                            ],
-                        },
-                    )
-        await sse.send_event(
-            response,
-            {
-                **base,
-                "choices": [
-                    {
-                        "text": "",
-                        "index": 0,
-                        "logprobs": None,
-                        "finish_reason": run.finish_reason or "stop",
-                    }
-                ],
-            },
-        )
+                    await sse.send_event(response, choice(piece.text, None))
+        await sse.send_event(response, choice("", run.finish_reason or "stop"))
         if include_usage:
             await sse.send_event(response, {**base, "choices": [], "usage": _usage(run)})
         await run.record()
         await sse.send_done(response)
-    except DISCONNECTS:
-        run.finish_reason = "cancelled"
-        await run.record()
-    except ApplianceError as exc:
-        with contextlib.suppress(*DISCONNECTS):
-            await sse.send_event(response, {"error": exc.as_dict()})
+
+    await run.guard(produce, lambda exc: sse.send_event(response, {"error": exc.as_dict()}))
     return response
 
 
