@@ -6,17 +6,32 @@ PLUGINS := $(wildcard plugins/*/pyproject.toml)
 STAMP  := $(VENV)/.installed
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# llama.cpp for the x86-64-v3 baseline (AVX2, FMA, F16C), not -march=native: the same wheel goes
+# into the image, which must run on other boxes and under qemu's emulated CPU.
+ifeq ($(shell uname -m),x86_64)
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+endif
 
 TEST_MODELS := $(CURDIR)/.cache/models
 
-.PHONY: run test lint format install sysdeps models test-models clean
+.PHONY: run test lint format install sysdeps image-deps models test-models image image-test clean
+
+# The image boot test (tests/test_image.py) runs when CI=true or APPLIANCE_IMAGE_TEST=1.
+IMAGE_TEST := $(filter true 1,$(CI) $(APPLIANCE_IMAGE_TEST))
 
 # The echo test plugin is installed for the tests; the box people use does not offer it.
 run: install models
 	APPLIANCE_DISABLE_PLUGINS=echo $(BIN)/appliance serve
 
-test: install test-models
+test: install test-models $(if $(IMAGE_TEST),image-deps)
 	$(BIN)/python -m pytest -q
+
+# The x86-64 image (build/image/): Debian bookworm, the project, the default models.
+image: install test-models image-deps
+	image/build
+
+image-test: install test-models image-deps
+	APPLIANCE_IMAGE_TEST=1 $(BIN)/python -m pytest -q -m image
 
 lint: install
 	$(BIN)/ruff check .
@@ -38,12 +53,20 @@ $(STAMP): $(BIN)/python pyproject.toml $(PLUGINS) | sysdeps
 	touch $@
 
 # System packages (only when root and apt-get exists; otherwise the tests that need them skip).
+define apt_install
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi; \
+	fi
+endef
+
 SYSTEM_PACKAGES := iproute2 mtools
 sysdeps:
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
-	fi
+	$(call apt_install,$(SYSTEM_PACKAGES))
+
+IMAGE_PACKAGES := mmdebstrap e2fsprogs qemu-system-x86 mtools
+image-deps:
+	$(call apt_install,$(IMAGE_PACKAGES))
 
 # The default models (fetched once: a file already in the store with the right hash is kept).
 models: install
@@ -53,4 +76,4 @@ test-models: install
 	$(BIN)/appliance models fetch --default --models-dir $(TEST_MODELS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build/image

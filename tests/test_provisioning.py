@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -55,8 +56,12 @@ queue_size = 4
 def test_apply_once_stores_only_the_token_hash(tmp_path: Path) -> None:
     path = stick(tmp_path, BASE.format(iid="one"))
     home, root = tmp_path / "home", tmp_path / "root"
+    zone = root / "usr/share/zoneinfo/Europe/Warsaw"
+    zone.parent.mkdir(parents=True)
+    zone.write_bytes(b"TZif")
     result = apply(path, home, root)
     assert result.applied and result.token and result.token.startswith("apl_")
+    assert os.readlink(root / "etc/localtime") == "/usr/share/zoneinfo/Europe/Warsaw"
     assert (root / "etc/hostname").read_text() == "ai-box\n"
     assert (root / "etc/timezone").read_text() == "Europe/Warsaw\n"
     assert 'host = "0.0.0.0"' in (home / "appliance.toml").read_text()
@@ -137,6 +142,28 @@ def test_cli_prints_the_token_once(tmp_path: Path) -> None:
         cli, ["provision", "apply", str(path), "--system-root", str(tmp_path / "root"), *args]
     )
     assert "apl_" not in again.output
+
+
+def test_cli_can_show_the_token_on_the_console_only(tmp_path: Path) -> None:
+    path = stick(tmp_path, BASE.format(iid="console"))
+    console = tmp_path / "console"
+    done = CliRunner().invoke(
+        cli,
+        [
+            "provision",
+            "apply",
+            str(path),
+            "--system-root",
+            str(tmp_path / "root"),
+            "--token-to",
+            str(console),
+            "--home",
+            str(tmp_path / "home"),
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    assert "apl_" not in done.output and str(console) in done.output
+    assert console.read_text().count("apl_") == 1
 
 
 def test_examples_are_valid_schema(tmp_path: Path) -> None:

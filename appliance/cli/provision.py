@@ -42,8 +42,15 @@ def validate_(path: Path, home: Path | None) -> None:
     show_default=True,
     help="Where /etc/hostname and timezone go.",
 )
+@click.option(
+    "--token-to",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write a generated admin token here (the image uses /dev/console) instead of stdout, "
+    "so it never reaches a log.",
+)
 @home_option
-def apply_(path: Path, system_root: Path, home: Path | None) -> None:
+def apply_(path: Path, system_root: Path, token_to: Path | None, home: Path | None) -> None:
     """Validate everything, then apply it all or nothing (once per instance id)."""
     settings = settings_from(home=home)
     try:
@@ -53,5 +60,12 @@ def apply_(path: Path, system_root: Path, home: Path | None) -> None:
     for message in result.messages:
         click.echo(message)
     if result.token:
-        click.echo("The admin token (shown only this once; only its hash is stored):")
-        click.echo(result.token)
+        shown = (
+            f"The admin token (shown only this once; only its hash is stored):\n{result.token}\n"
+        )
+        if token_to is None:
+            click.echo(shown, nl=False)
+        else:
+            with token_to.open("a") as out:
+                out.write(shown)
+            click.echo(f"the generated admin token was shown on {token_to}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -13,7 +14,16 @@ if TYPE_CHECKING:
     from appliance.hardware.facts import HardwareFacts
 
 GIB = 1 << 30
-BUILTIN_DIR = Path(__file__).resolve().parents[2] / "hw-profiles"
+
+
+def _builtin_dir() -> Path:
+    """The repository's hw-profiles/ in a checkout; <prefix>/share/appliance/hw-profiles once the
+    wheel is installed (the image)."""
+    checkout = Path(__file__).resolve().parents[2] / "hw-profiles"
+    return checkout if checkout.is_dir() else Path(sys.prefix) / "share/appliance/hw-profiles"
+
+
+BUILTIN_DIR = _builtin_dir()
 RPI5_MODELS = ("Raspberry Pi 5", "Raspberry Pi 500", "Compute Module 5")
 
 

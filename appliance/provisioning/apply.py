@@ -131,6 +131,18 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _link_localtime(system_root: Path, timezone: str) -> None:
+    """Point /etc/localtime at the zone, as systemd and glibc read it (when tzdata is there)."""
+    zone = Path("/usr/share/zoneinfo") / timezone
+    if not (system_root / zone.relative_to("/")).is_file():
+        return
+    link = system_root / "etc" / "localtime"
+    tmp = link.with_name(".localtime.new")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(zone)
+    os.replace(tmp, link)
+
+
 @dataclass
 class Result:
     applied: bool
@@ -165,6 +177,7 @@ def apply(path: Path, home: Path, system_root: Path = Path("/")) -> Result:
         etc = system_root / "etc"
         _write_atomic(etc / "hostname", config.hostname + "\n")
         _write_atomic(etc / "timezone", config.timezone + "\n")
+        _link_localtime(system_root, config.timezone)
         if config.tls.mode == "provided":
             for name, target in ((config.tls.cert, "tls.crt"), (config.tls.key, "tls.key")):
                 shutil.copy2(plan.stick / name, home / target)

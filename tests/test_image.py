@@ -1,0 +1,92 @@
+"""The appliance image: the overlay is sound (always), and the built image boots in qemu and
+serves (marked ``image``; runs when CI=true or APPLIANCE_IMAGE_TEST=1, ``make image-test``)."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+OVERLAY = REPO / "image" / "overlay"
+UNITS = OVERLAY / "usr/lib/systemd/system"
+IMAGE_TEST = os.environ.get("CI") == "true" or os.environ.get("APPLIANCE_IMAGE_TEST") == "1"
+
+
+def unit(name: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(UNITS / name)
+    return parser
+
+
+def test_image_scripts_parse() -> None:
+    scripts = [
+        *(OVERLAY / "usr/lib/appliance").iterdir(),
+        REPO / "image/build",
+        REPO / "image/boot-test",
+        REPO / "image/test/appliance-boot-check",
+    ]
+    for script in scripts:
+        assert os.access(script, os.X_OK), f"{script} is not executable"
+        checked = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert checked.returncode == 0, f"{script}: {checked.stderr}"
+
+
+def test_the_service_is_unprivileged_and_hardened() -> None:
+    service = unit("appliance.service")["Service"]
+    assert service["User"] == "appliance" and service["Group"] == "appliance"
+    assert service["ExecStart"].endswith("appliance serve")
+    for key, value in {
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "PrivateDevices": "yes",
+        "CapabilityBoundingSet": "",
+        "SystemCallFilter": "@system-service",
+    }.items():
+        assert service[key] == value, key
+    sysusers = (OVERLAY / "usr/lib/sysusers.d/appliance.conf").read_text()
+    assert "u appliance" in sysusers and "nologin" in sysusers
+
+
+def test_provisioning_runs_before_the_service_and_keeps_the_token_off_the_journal() -> None:
+    provision = unit("appliance-provision.service")
+    assert "appliance.service" in provision["Unit"]["Before"]
+    assert "appliance-config-import.service" in provision["Unit"]["After"]
+    script = (OVERLAY / "usr/lib/appliance/provision").read_text()
+    assert '--token-to "$console"' in script
+    imported = (OVERLAY / "usr/lib/appliance/import-config").read_text()
+    assert "APPL-CONFIG" in imported and "ro,nosuid,nodev,noexec" in imported
+
+
+@pytest.mark.image
+@pytest.mark.timeout(3000)
+@pytest.mark.skipif(
+    not IMAGE_TEST,
+    reason="the image boot test runs when CI=true or APPLIANCE_IMAGE_TEST=1 (make image-test)",
+)
+def test_the_image_builds_boots_provisions_and_serves() -> None:
+    out = REPO / "build" / "image"
+    built = subprocess.run(
+        [str(REPO / "image/build"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-4000:]
+    booted = subprocess.run(
+        [str(REPO / "image/boot-test"), "--image-dir", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    print(booted.stdout)
+    assert booted.returncode == 0, booted.stdout[-6000:] + booted.stderr[-6000:]
+    assert "BOOT-CHECK RESULT PASS" in booted.stdout
+    passed = [line for line in booted.stdout.splitlines() if line.startswith("BOOT-CHECK ok")]
+    assert len(passed) >= 15, passed
