@@ -216,16 +216,11 @@ class Appliance:
 
     def track(self, event: Event) -> None:
         """Tell every ``track_event`` listener; a failing listener is logged, never raised."""
-        caller = self.plugins.hook.track_event
-        for impl in caller.get_hookimpls():
-            try:
-                result = impl.function(
-                    **{n: {"appliance": self, "event": event}[n] for n in impl.argnames}
-                )
-                if inspect.isawaitable(result):
-                    self.spawn(result)
-            except Exception:
-                log.exception("track_event in %s failed", impl.plugin_name)
+        for _, result in self.plugins.call_each(
+            "track_event", unregister_on_error=False, appliance=self, event=event
+        ):
+            if inspect.isawaitable(result):
+                self.spawn(result)
 
     def spawn(self, awaitable: Any) -> None:
         """Run a coroutine in the background, keeping a reference until it finishes."""

@@ -11,6 +11,7 @@ import pytest
 from appliance import hookimpl
 from appliance.app import create_app
 from appliance.errors import PluginError
+from appliance.keys import APPLIANCE
 from appliance.plugins import load_plugins
 from tests.fixtures import ClientFactory, make_settings
 
@@ -139,3 +140,33 @@ def test_duplicate_model_name_fails_start_up_clearly(home: Path) -> None:
 def test_disabled_plugins_are_not_loaded() -> None:
     names = {r["name"] for r in load_plugins(None, deny=("echo",)).as_list()}
     assert "echo" not in names
+
+
+class FailingListener:
+    @hookimpl
+    def track_event(self, appliance: Any, event: Any) -> None:
+        raise RuntimeError("listener down")
+
+
+class AsyncListener:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    @hookimpl
+    async def track_event(self, appliance: Any, event: Any) -> None:
+        self.seen.append(event.name)
+
+
+async def test_a_failing_event_listener_neither_fails_requests_nor_silences_others(
+    make_client: ClientFactory,
+) -> None:
+    listener = AsyncListener()
+    client = await make_client(
+        extra_plugins=(("failing", FailingListener()), ("listening", listener))
+    )
+    assert (await client.get("/v1/models")).status == 200
+    await client.app[APPLIANCE].drain()
+    assert listener.seen, "the async listener heard nothing"
+    listing = await (await client.get("/appliance/plugins")).json()
+    failing = next(p for p in listing["plugins"] if p["name"] == "failing")
+    assert failing["loaded"], "a request-time failure must not unregister the plugin"

@@ -84,7 +84,7 @@ async def upload(request: web.Request) -> web.Response:
 async def _toggle(request: web.Request, enabled: bool) -> web.Response:
     require(request, "plugins.manage")
     name = request.match_info["name"]
-    set_enabled(appliance_of(request).settings, name, enabled)
+    await asyncio.to_thread(set_enabled, appliance_of(request).settings, name, enabled)
     _track(request, "plugin.enabled" if enabled else "plugin.disabled", name)
     return web.json_response({"name": name, "enabled": enabled, "restart_required": True})
 
