@@ -6,9 +6,13 @@ from __future__ import annotations
 import configparser
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from appliance.auth import hash_token
+from appliance.history.db import HistoryDB
 
 REPO = Path(__file__).resolve().parents[1]
 OVERLAY = REPO / "image" / "overlay"
@@ -64,6 +68,36 @@ def test_provisioning_runs_before_the_service_and_keeps_the_token_off_the_journa
     assert "APPL-CONFIG" in imported and "ro,nosuid,nodev,noexec" in imported
 
 
+def test_an_unprovisioned_box_gets_one_admin_token_shown_on_the_console_only(
+    tmp_path: Path,
+) -> None:
+    home, console = tmp_path / "home", tmp_path / "console"
+    env = {
+        **os.environ,
+        "APPLIANCE_HOME": str(home),
+        "APPLIANCE_BIN": str(Path(sys.executable).parent),
+        "APPLIANCE_CONSOLE": str(console),
+        "APPLIANCE_LOAD_PLUGINS": "",
+    }
+    script = str(OVERLAY / "usr/lib/appliance/provision")
+    first = subprocess.run([script], env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    shown = console.read_text()
+    token = next(word for word in shown.split() if word.startswith("apl_"))
+    assert token not in first.stdout + first.stderr, "the token reached the journal"
+    assert str(console) in first.stdout
+    db = HistoryDB(home / "appliance.db")
+    hashes = db.read_sync(
+        lambda d: [r["hash"] for r in d.table("tokens").rows_where("role = 'admin'")]
+    )
+    db.close()
+    assert hashes == [hash_token(token)]
+    again = subprocess.run([script], env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "none created" in again.stdout
+    assert console.read_text() == shown
+
+
 @pytest.mark.image
 @pytest.mark.timeout(3000)
 @pytest.mark.skipif(
@@ -71,6 +105,7 @@ def test_provisioning_runs_before_the_service_and_keeps_the_token_off_the_journa
     reason="the image boot test runs when CI=true or APPLIANCE_IMAGE_TEST=1 (make image-test)",
 )
 def test_the_image_builds_boots_provisions_and_serves() -> None:
+    """Once with a config stick, once without (an unprovisioned box)."""
     out = REPO / "build" / "image"
     built = subprocess.run(
         [str(REPO / "image/build"), "--out", str(out)],
@@ -79,14 +114,15 @@ def test_the_image_builds_boots_provisions_and_serves() -> None:
         timeout=1800,
     )
     assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-4000:]
-    booted = subprocess.run(
-        [str(REPO / "image/boot-test"), "--image-dir", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    print(booted.stdout)
-    assert booted.returncode == 0, booted.stdout[-6000:] + booted.stderr[-6000:]
-    assert "BOOT-CHECK RESULT PASS" in booted.stdout
-    passed = [line for line in booted.stdout.splitlines() if line.startswith("BOOT-CHECK ok")]
-    assert len(passed) >= 15, passed
+    for args, expected_checks in (([], 16), (["--no-stick"], 12)):
+        booted = subprocess.run(
+            [str(REPO / "image/boot-test"), "--image-dir", str(out), *args],
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+        print(booted.stdout)
+        assert booted.returncode == 0, booted.stdout[-6000:] + booted.stderr[-6000:]
+        assert "BOOT-CHECK RESULT PASS" in booted.stdout
+        passed = [line for line in booted.stdout.splitlines() if line.startswith("BOOT-CHECK ok")]
+        assert len(passed) == expected_checks, passed

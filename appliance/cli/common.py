@@ -31,6 +31,25 @@ models_dir_option = click.option(
     help="Model store folder (default: <home>/models).",
 )
 
+token_to_option = click.option(
+    "--token-to",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Show the new token here (the image uses /dev/console) instead of on stdout, so it "
+    "never reaches a log.",
+)
+
+
+def show_token(heading: str, token: str, to: Path | None) -> None:
+    """Print a new token once: on stdout, or only on ``to`` with a note on stdout."""
+    if to is None:
+        click.echo(heading)
+        click.echo(token)
+        return
+    with to.open("a") as out:
+        out.write(f"{heading}\n{token}\n")
+    click.echo(f"{heading.rstrip(':')} on {to}")
+
 
 def settings_from(**overrides: Any) -> Settings:
     try:

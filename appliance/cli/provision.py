@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from appliance.cli.common import home_option, settings_from
+from appliance.cli.common import home_option, settings_from, show_token, token_to_option
 from appliance.errors import ApplianceError
 from appliance.provisioning.apply import apply, validate
 
@@ -42,13 +42,7 @@ def validate_(path: Path, home: Path | None) -> None:
     show_default=True,
     help="Where /etc/hostname and timezone go.",
 )
-@click.option(
-    "--token-to",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write a generated admin token here (the image uses /dev/console) instead of stdout, "
-    "so it never reaches a log.",
-)
+@token_to_option
 @home_option
 def apply_(path: Path, system_root: Path, token_to: Path | None, home: Path | None) -> None:
     """Validate everything, then apply it all or nothing (once per instance id)."""
@@ -60,12 +54,8 @@ def apply_(path: Path, system_root: Path, token_to: Path | None, home: Path | No
     for message in result.messages:
         click.echo(message)
     if result.token:
-        shown = (
-            f"The admin token (shown only this once; only its hash is stored):\n{result.token}\n"
+        show_token(
+            "The admin token (shown only this once; only its hash is stored):",
+            result.token,
+            token_to,
         )
-        if token_to is None:
-            click.echo(shown, nl=False)
-        else:
-            with token_to.open("a") as out:
-                out.write(shown)
-            click.echo(f"the generated admin token was shown on {token_to}")

@@ -7,8 +7,16 @@ from pathlib import Path
 
 import click
 
-from appliance.auth import ROLES, create_token, list_tokens, revoke_token
-from appliance.cli.common import echo_json, echo_table, home_option, opened, settings_from
+from appliance.auth import ROLES, active_token_count, create_token, list_tokens, revoke_token
+from appliance.cli.common import (
+    echo_json,
+    echo_table,
+    home_option,
+    opened,
+    settings_from,
+    show_token,
+    token_to_option,
+)
 from appliance.core import Event
 
 
@@ -20,16 +28,28 @@ def tokens() -> None:
 @tokens.command("create")
 @click.option("--role", type=click.Choice(ROLES), required=True)
 @click.option("--name", default="", help="A label, e.g. the person or tool using it.")
+@click.option(
+    "--if-none",
+    is_flag=True,
+    help="Only when no active token of this role exists (the image's first boot).",
+)
+@token_to_option
 @home_option
-def create(role: str, name: str, home: Path | None) -> None:
+def create(role: str, name: str, if_none: bool, token_to: Path | None, home: Path | None) -> None:
     """Create a token and print it once."""
     with opened(settings_from(home=home)) as appliance:
+        if if_none and appliance.db.read_sync(lambda db: active_token_count(db, role)):
+            click.echo(f"an active {role} token exists; none created")
+            return
         token, row = appliance.db.write_sync(lambda db: create_token(db, role, name, "cli"))
         appliance.track(
             Event("token.created", resource=row["id"], address="cli", detail={"role": role})
         )
-    click.echo(f"Created {role} token {row['id']} ({row['name']}). It is shown only once:")
-    click.echo(token)
+    show_token(
+        f"Created {role} token {row['id']} ({row['name']}). It is shown only once:",
+        token,
+        token_to,
+    )
 
 
 @tokens.command("list")
