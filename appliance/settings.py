@@ -12,7 +12,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from appliance.errors import SettingsError
 
@@ -54,6 +61,8 @@ class Settings(BaseModel):
     rag_scan_interval_s: float = Field(default=300.0, ge=0)
     calibrate_at_start: bool = True
     history_retention_days: int = Field(default=0, ge=0)
+    tls_cert: Path | None = None
+    tls_key: Path | None = Field(default=None, validate_default=True)
 
     @field_validator("log_level")
     @classmethod
@@ -62,6 +71,13 @@ class Settings(BaseModel):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
         return level
+
+    @field_validator("tls_key")
+    @classmethod
+    def _tls_pair(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if (value is None) != (info.data.get("tls_cert") is None):
+            raise ValueError("set tls_cert and tls_key together (PEM files), or neither")
+        return value
 
     @property
     def db_path(self) -> Path:

@@ -16,6 +16,7 @@ from appliance.discovery.mdns import Advertiser
 from appliance.errors import ApplianceError
 from appliance.keys import APPLIANCE
 from appliance.settings import Settings
+from appliance.tls import fingerprint, server_context
 
 log = logging.getLogger("appliance.serve")
 
@@ -30,11 +31,17 @@ async def serve_until_stopped(settings: Settings) -> None:
     advertiser: Advertiser | None = None
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
+        tls = server_context(settings)
+        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=tls)
         await site.start()
-        log.info("serving on http://%s:%d (home %s)", settings.host, settings.port, settings.home)
+        scheme = "https" if tls else "http"
+        log.info(
+            "serving on %s://%s:%d (home %s)", scheme, settings.host, settings.port, settings.home
+        )
+        if tls and settings.tls_cert:
+            log.info("TLS certificate sha256 fingerprint %s", fingerprint(settings.tls_cert))
         if settings.mdns:
-            advertiser = Advertiser(app[APPLIANCE], settings.host, settings.port)
+            advertiser = Advertiser(app[APPLIANCE], settings.host, settings.port, tls=bool(tls))
             await advertiser.start()
         await stop.wait()
         log.info("stopping")

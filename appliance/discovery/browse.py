@@ -59,9 +59,14 @@ def box_from_info(info: AsyncServiceInfo) -> FoundBox:
 async def verify(box: FoundBox, session: aiohttp.ClientSession, wait_s: float = 3.0) -> None:
     """Fetch the box's authoritative record; mark it unreachable if no address answers."""
     for address in box.addresses:
-        url = f"http://{address}:{box.port}/.well-known/appliance.json"
+        scheme = "https" if box.txt.get("tls") == "1" else "http"
+        url = f"{scheme}://{address}:{box.port}/.well-known/appliance.json"
         try:
-            async with session.get(url, timeout=aiohttp.ClientTimeout(total=wait_s)) as response:
+            # The record is public; a box's self-signed certificate is pinned by its clients, not
+            # by discovery, so it is not verified here.
+            async with session.get(
+                url, timeout=aiohttp.ClientTimeout(total=wait_s), ssl=False
+            ) as response:
                 if response.status == 200:
                     box.record = await response.json()
                     box.reachable = True

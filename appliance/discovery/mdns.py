@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_TYPE = "_ai-appliance._tcp.local."
 HTTP_TYPE = "_http._tcp.local."
+HTTPS_TYPE = "_https._tcp.local."
 TXT_LIMIT = 255
 ADDRESS_POLL_S = 10.0
 
@@ -105,8 +106,9 @@ async def txt_properties(appliance: Appliance) -> dict[str, str]:
 class Advertiser:
     """Registers the box's services; re-announces when its addresses change; says goodbye."""
 
-    def __init__(self, appliance: Appliance, host: str, port: int) -> None:
+    def __init__(self, appliance: Appliance, host: str, port: int, tls: bool = False) -> None:
         self.appliance = appliance
+        self.tls = tls
         self.host = host
         self.port = port
         self.addresses = advertised_addresses(host)
@@ -130,12 +132,15 @@ class Advertiser:
         interfaces: Iterable[str] = self.addresses
         self.zc = AsyncZeroconf(interfaces=list(interfaces), ip_version=IPVersion.V4Only)
         props = await txt_properties(self.appliance)
+        if self.tls:
+            props["tls"] = "1"
         wanted = instance_name(self.appliance)
         main = self._build(SERVICE_TYPE, wanted, props)
         await self._register(main)
         self.name = main.name.removesuffix("." + SERVICE_TYPE)
         self.appliance.announced_name = self.name
-        http = self._build(HTTP_TYPE, self.name, {"path": "/", "id": self.appliance.id})
+        web_type = HTTPS_TYPE if self.tls else HTTP_TYPE
+        http = self._build(web_type, self.name, {"path": "/", "id": self.appliance.id})
         await self._register(http)
         self.infos = [main, http]
         log.info(

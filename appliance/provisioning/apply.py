@@ -23,8 +23,10 @@ from appliance.models.store import ModelStore, sha256_file
 from appliance.plugin_admin import install, load_for
 from appliance.provisioning.schema import Provisioning
 from appliance.settings import CONFIG_FILE, Settings, load_settings
+from appliance.tls import check_pair, fingerprint, make_self_signed
 
 STATE_FILE = "provisioned.json"
+TLS_CERT, TLS_KEY = "tls.crt", "tls.key"
 
 
 class ProvisioningError(BadRequest):
@@ -112,6 +114,13 @@ def validate(path: Path, home: Path) -> Plan:
         for name in (config.tls.cert, config.tls.key):
             if not (stick / name).is_file():
                 raise ProvisioningError(f"tls: {name} is not on the stick")
+        try:
+            check_pair(stick / config.tls.cert, stick / config.tls.key)
+        except ValueError as exc:
+            raise ProvisioningError(f"tls: {exc}") from None
+    if config.tls.mode != "off":
+        values["tls_cert"] = str(home / TLS_CERT)
+        values["tls_key"] = str(home / TLS_KEY)
     return plan
 
 
@@ -179,8 +188,13 @@ def apply(path: Path, home: Path, system_root: Path = Path("/")) -> Result:
         _write_atomic(etc / "timezone", config.timezone + "\n")
         _link_localtime(system_root, config.timezone)
         if config.tls.mode == "provided":
-            for name, target in ((config.tls.cert, "tls.crt"), (config.tls.key, "tls.key")):
-                shutil.copy2(plan.stick / name, home / target)
+            stored += [home / TLS_CERT, home / TLS_KEY]
+            shutil.copyfile(plan.stick / config.tls.cert, home / TLS_CERT)
+            shutil.copyfile(plan.stick / config.tls.key, home / TLS_KEY)
+            os.chmod(home / TLS_KEY, 0o600)
+        elif config.tls.mode == "self-signed":
+            stored += [home / TLS_CERT, home / TLS_KEY]
+            make_self_signed(config.hostname, home / TLS_CERT, home / TLS_KEY)
         token_hash = config.admin_token.sha256
         if config.admin_token.generate:
             token = new_token()
@@ -223,4 +237,7 @@ def apply(path: Path, home: Path, system_root: Path = Path("/")) -> Result:
         else:
             _write_atomic(settings_path, backup)
         raise
-    return Result(True, token, [f"provisioned {config.hostname} ({config.instance_id})"])
+    messages = [f"provisioned {config.hostname} ({config.instance_id})"]
+    if config.tls.mode != "off":
+        messages.append(f"HTTPS certificate sha256 fingerprint {fingerprint(home / TLS_CERT)}")
+    return Result(True, token, messages)
