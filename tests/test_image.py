@@ -98,6 +98,26 @@ def test_an_unprovisioned_box_gets_one_admin_token_shown_on_the_console_only(
     assert console.read_text() == shown
 
 
+def test_a_refused_stick_says_why_on_the_console_and_changes_nothing(tmp_path: Path) -> None:
+    home, console = tmp_path / "home", tmp_path / "console"
+    (home / "import").mkdir(parents=True)
+    (home / "import/provisioning.toml").write_text('instance_id = "x"\nhostname = "-bad-"\n')
+    env = {
+        **os.environ,
+        "APPLIANCE_HOME": str(home),
+        "APPLIANCE_BIN": str(Path(sys.executable).parent),
+        "APPLIANCE_CONSOLE": str(console),
+        "APPLIANCE_LOAD_PLUGINS": "",
+    }
+    done = subprocess.run(
+        [str(OVERLAY / "usr/lib/appliance/provision")], env=env, capture_output=True, text=True
+    )
+    assert done.returncode != 0
+    shown = console.read_text()
+    assert "hostname" in shown and "nothing was changed" in shown
+    assert not (home / "import").exists() and not (home / "provisioned.json").exists()
+
+
 @pytest.mark.image
 @pytest.mark.timeout(3000)
 @pytest.mark.skipif(
