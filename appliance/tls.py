@@ -80,6 +80,7 @@ def make_self_signed(hostname: str, cert: Path, key: Path) -> str:
     )
     key.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an older key file keeps its mode through O_TRUNC
     with os.fdopen(fd, "wb") as out:
         out.write(
             private.private_bytes(

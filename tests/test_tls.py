@@ -47,6 +47,8 @@ def test_cert_and_key_go_together(tmp_path: Path) -> None:
 
 def test_a_self_signed_certificate_names_the_box(tmp_path: Path) -> None:
     cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    key.write_text("an older, world-readable key")
+    key.chmod(0o644)
     shown = make_self_signed("ai-box", cert, key)
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     names = (
