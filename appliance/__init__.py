@@ -7,13 +7,17 @@ __version__ = "0.1.0"
 hookimpl = pluggy.HookimplMarker("appliance")
 
 from appliance.capabilities import (  # noqa: E402
+    AsyncChatModel,
+    BatchedChatModel,
     ChatModel,
     ChatRequest,
     CompletionRequest,
     Embedder,
     EmbeddingResult,
     GenerationChunk,
+    GenerationRequest,
     ModelInfo,
+    SamplingOptions,
     Usage,
 )
 from appliance.errors import (  # noqa: E402
@@ -23,11 +27,14 @@ from appliance.errors import (  # noqa: E402
     NotFound,
     Overloaded,
 )
+from appliance.history.conversations import message_text  # noqa: E402
 from appliance.history.migrations import Migration, migration  # noqa: E402
 
 __all__ = [
     "ApplianceError",
+    "AsyncChatModel",
     "BadRequest",
+    "BatchedChatModel",
     "ChatModel",
     "ChatRequest",
     "CompletionRequest",
@@ -35,12 +42,15 @@ __all__ = [
     "EmbeddingResult",
     "Forbidden",
     "GenerationChunk",
+    "GenerationRequest",
     "Migration",
     "ModelInfo",
     "NotFound",
     "Overloaded",
+    "SamplingOptions",
     "Usage",
     "__version__",
     "hookimpl",
+    "message_text",
     "migration",
 ]

@@ -150,9 +150,7 @@ class Appliance:
         chosen = self.choice.chat.model if self.choice and self.choice.chat else ""
         model = self.registry.chat.get(chosen if chosen in served else served[0])
         previous = self.calibration
-        result: Calibration = await self.scheduler.run(
-            model, lambda cancel: calibrate(model, self.profile, self.catalog, previous)
-        )
+        result = await calibrate(self.scheduler, model, self.profile, self.catalog, previous)
         save_calibration(self.settings.home, result)
         self.detect()
         log.info("calibrated on %s: %.1f tok/s measured", model.name, result.measured_tps)

@@ -53,6 +53,8 @@ class Settings(BaseModel):
     n_threads: int = Field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)), ge=1)
     keep_alive_s: float = Field(default=300.0, ge=0)
     queue_size: int = Field(default=16, ge=1)
+    parallel: int = Field(default=0, ge=0, le=64)
+    """Sequences each chat model decodes at once (0: the hardware choice; OLLAMA_NUM_PARALLEL)."""
     load_at_start: bool = False
     generate_admin_token: bool = True
     log_level: str = "INFO"

@@ -46,7 +46,9 @@ async def serve(home: Path, **overrides: Any) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def serve_process(home: Path, plugins: str) -> AsyncIterator[str]:
+async def serve_process(
+    home: Path, plugins: str, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[str]:
     """Run `appliance serve` in its own process (as clients see it); yield its base URL."""
     port = free_port()
     env = {
@@ -56,6 +58,7 @@ async def serve_process(home: Path, plugins: str) -> AsyncIterator[str]:
         "APPLIANCE_MODELS_DIR": str(MODELS_DIR),
         "APPLIANCE_N_THREADS": "2",
         "APPLIANCE_LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import struct
@@ -109,6 +110,25 @@ async def test_stateful_conversation_sends_only_the_new_message(client: TestClie
     assert len(conv["messages"]) == 4
     bad = await client.post(f"/appliance/conversations/{conv_id}/messages", json={})
     assert bad.status == 400
+
+
+async def test_concurrent_continuations_keep_every_message(client: TestClient) -> None:  # type: ignore[type-arg]
+    first = await client.post("/v1/chat/completions", json=ask("hello box"))
+    conv_id = first.headers["X-Conversation-Id"]
+    words = ["alpha one", "bravo two", "charlie three", "delta four"]
+    replies = await asyncio.gather(
+        *(
+            client.post(f"/appliance/conversations/{conv_id}/messages", json={"content": w})
+            for w in words
+        )
+    )
+    assert all(r.status == 200 for r in replies)
+    conv = await (await client.get(f"/appliance/conversations/{conv_id}")).json()
+    messages = [(m["role"], m["content"]) for m in conv["messages"]]
+    assert len(messages) == 2 + 2 * len(words)
+    for word in words:
+        turn = messages.index(("user", word))
+        assert messages[turn + 1] == ("assistant", word)
 
 
 async def test_delete_conversation(client: TestClient) -> None:  # type: ignore[type-arg]

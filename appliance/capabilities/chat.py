@@ -1,18 +1,24 @@
 """The chat/completion capability.
 
-A :class:`ChatModel` is synchronous: the scheduler calls it from the model's own worker thread, so
-an implementation never needs to care about the event loop. Generation is an iterator of
-:class:`GenerationChunk`; the implementation must check ``cancel`` between tokens and stop promptly
-when it is set.
+A model declares how the scheduler drives it (``driving``):
+
+- ``"serial"`` (:class:`ChatModel`): one request at a time on the model's own worker thread.
+  Generation is an iterator of :class:`GenerationChunk`; the implementation checks ``cancel``
+  between tokens and stops promptly when it is set.
+- ``"batched"`` (:class:`BatchedChatModel`): the scheduler admits, steps and retires sequences;
+  each :meth:`~BatchedChatModel.step` is one engine call over every active sequence.
+- ``"async"`` (:class:`AsyncChatModel`): runs on the event loop (a model served by a peer box).
 """
 
 from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal
+
+Driving = Literal["serial", "batched", "async"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,8 @@ class SamplingOptions:
     logprobs: bool = False
     top_logprobs: int = 0
     n_ctx: int | None = None
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    """(token id, bias) pairs added to the logits; -100 bans a token, 100 forces it."""
 
 
 @dataclass(frozen=True)
@@ -110,13 +118,23 @@ class LoadableModel(ABC):
         return True
 
 
+GenerationRequest = ChatRequest | CompletionRequest
+
+
 class ChatModel(LoadableModel):
     """A model that chats and completes text. Subclasses are registered by plugins."""
 
+    driving: ClassVar[Driving] = "serial"
+
     @property
     def backend(self) -> ChatModel:
-        """The model whose worker thread runs this one (a preset runs on its base model's)."""
+        """The model whose worker runs this one (a preset runs on its base model's)."""
         return self
+
+    def route(self, request: GenerationRequest) -> tuple[ChatModel, GenerationRequest]:
+        """The model that really generates, and the request it gets (a preset adds its system
+        prompt and options here, then runs on its base model's slots)."""
+        return self, request
 
     @abstractmethod
     def chat(self, request: ChatRequest, cancel: threading.Event) -> Iterator[GenerationChunk]:
@@ -133,3 +151,81 @@ class ChatModel(LoadableModel):
     def count_tokens(self, text: str) -> int:
         """Approximate token count; engines override with their tokenizer."""
         return max(1, len(text) // 4)
+
+
+class BatchedChatModel(ChatModel):
+    """A model the scheduler drives step by step, many sequences in one engine call.
+
+    All methods run on the model's own worker thread. A *sequence* is whatever object the
+    engine uses for one request; the scheduler only holds on to it.
+    """
+
+    driving: ClassVar[Driving] = "batched"
+
+    @property
+    @abstractmethod
+    def slots(self) -> int:
+        """How many sequences may decode at once."""
+
+    @abstractmethod
+    def prepare(self, request: GenerationRequest) -> Any:
+        """Validate and tokenize; return a new sequence. Raise ``BadRequest`` to refuse it
+        (this happens before any response starts)."""
+
+    @abstractmethod
+    def admit(self, sequence: Any) -> bool:
+        """Give the sequence a free slot (reusing the longest cached prefix); False: wait."""
+
+    @abstractmethod
+    def step(self, sequences: Sequence[Any]) -> list[tuple[Any, GenerationChunk | Exception]]:
+        """One engine call over every admitted sequence; return what each produced. A chunk
+        with ``finish_reason`` ends its sequence; so does an exception (its error, in-stream)."""
+
+    @abstractmethod
+    def release(self, sequence: Any, cancelled: bool) -> None:
+        """Free the sequence's slot (and, when cancelled, its cached cells)."""
+
+    def chat(self, request: ChatRequest, cancel: threading.Event) -> Iterator[GenerationChunk]:
+        """Drive one sequence alone (without a scheduler)."""
+        return self._alone(request, cancel)
+
+    def complete(
+        self, request: CompletionRequest, cancel: threading.Event
+    ) -> Iterator[GenerationChunk]:
+        return self._alone(request, cancel)
+
+    def _alone(
+        self, request: GenerationRequest, cancel: threading.Event
+    ) -> Iterator[GenerationChunk]:
+        if not self.loaded:
+            self.load()
+        sequence = self.prepare(request)
+        if not self.admit(sequence):
+            from appliance.errors import Overloaded
+
+            raise Overloaded(f"model '{self.name}' has no free slot")
+        finished = False
+        try:
+            while not finished and not cancel.is_set():
+                for _, chunk in self.step([sequence]):
+                    if isinstance(chunk, Exception):
+                        raise chunk
+                    finished = finished or chunk.finish_reason is not None
+                    yield chunk
+        finally:
+            self.release(sequence, cancelled=not finished)
+
+
+class AsyncChatModel(ChatModel):
+    """A model that generates on the event loop (for example one served by a peer box)."""
+
+    driving: ClassVar[Driving] = "async"
+
+    @abstractmethod
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        """Yield the reply; raise ``ApplianceError`` subclasses for clear failures."""
+
+    def chat(self, request: ChatRequest, cancel: threading.Event) -> Iterator[GenerationChunk]:
+        from appliance.errors import BadRequest
+
+        raise BadRequest(f"model '{self.name}' runs on the event loop; use the scheduler")

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from appliance.capabilities import ChatModel, ChatRequest
+from appliance.capabilities import ChatModel, ChatRequest, Usage
 from appliance.capabilities.chat import SamplingOptions
 from appliance.hardware.fit import KV_TOKENS_READ, kv_bytes
 from appliance.hardware.profiles import HardwareProfile
 from appliance.models.catalog import Catalog
+
+if TYPE_CHECKING:
+    from appliance.scheduler import Scheduler
 
 CALIBRATION_FILE = "calibration.json"
 TOO_SLOW = 0.5
@@ -47,12 +49,12 @@ def save_calibration(home: Path, calibration: Calibration) -> None:
     (home / CALIBRATION_FILE).write_text(json.dumps(asdict(calibration), indent=2))
 
 
-def measure_decode_tps(model: ChatModel, tokens: int = 48) -> float:
-    """Decode tokens/s over a short greedy run (called on the model's worker thread)."""
+async def measure_decode_tps(scheduler: Scheduler, model: ChatModel, tokens: int = 48) -> float:
+    """Decode tokens/s over a short greedy run, driven by the scheduler like any request."""
     request = ChatRequest(PROMPT, SamplingOptions(max_tokens=tokens, temperature=0.0))
-    usage = None
+    usage: Usage | None = None
     started = time.monotonic()
-    for chunk in model.chat(request, threading.Event()):
+    async for chunk in await scheduler.generate(model, request, caller="calibration"):
         if chunk.usage is not None:
             usage = chunk.usage
     if usage is None or usage.completion_tokens < 2:
@@ -61,8 +63,12 @@ def measure_decode_tps(model: ChatModel, tokens: int = 48) -> float:
     return (usage.completion_tokens - 1) / seconds
 
 
-def calibrate(
-    model: ChatModel, profile: HardwareProfile, catalog: Catalog, previous: Calibration | None
+async def calibrate(
+    scheduler: Scheduler,
+    model: ChatModel,
+    profile: HardwareProfile,
+    catalog: Catalog,
+    previous: Calibration | None,
 ) -> Calibration:
     """Measure ``model``; derive the efficiency; exclude it if it fails or runs far too slow."""
     result = Calibration(
@@ -72,8 +78,7 @@ def calibrate(
         excluded=dict(previous.excluded) if previous else {},
     )
     try:
-        model.load() if not model.loaded else None
-        measured = measure_decode_tps(model)
+        measured = await measure_decode_tps(scheduler, model)
     except Exception as exc:
         result.excluded[model.name] = f"failed to load or run: {exc}"
         result.notes.append(f"{model.name} failed ({exc}); stepping down one size.")

@@ -47,4 +47,5 @@ def hardware_report(appliance: Appliance) -> dict[str, Any]:
         "choice": appliance.choice.as_dict() if appliance.choice else None,
         "calibration": as_dict(appliance.calibration),
         "missing": missing_models(appliance),
+        "running": appliance.scheduler.usage(),
     }

@@ -44,6 +44,9 @@ class Exchange:
     total_ms: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
     conversation_id: str | None = None
+    stored_before: int | None = None
+    """How many of ``messages`` the conversation held when the request was made (a stateful
+    continuation): the rest is this turn's own, whatever other turns landed meanwhile."""
 
 
 def _find_parent(db: sqlite_utils.Database, ex: Exchange) -> tuple[str, int] | None:
@@ -71,9 +74,11 @@ def record_exchange(db: sqlite_utils.Database, ex: Exchange) -> str:
     new_messages = ex.messages
     if ex.conversation_id is not None:
         conv_id = ex.conversation_id
-        stored = db.execute(
-            "select count(*) from messages where conversation_id = ?", [conv_id]
-        ).fetchone()[0]
+        stored = ex.stored_before
+        if stored is None:
+            stored = db.execute(
+                "select count(*) from messages where conversation_id = ?", [conv_id]
+            ).fetchone()[0]
         new_messages = ex.messages[stored:]
     else:
         parent = _find_parent(db, ex)

@@ -142,6 +142,7 @@ async def models(request: web.Request) -> web.Response:
                 "embeddings": reg.embedders.names(),
                 "transcription": reg.transcribers.names(),
             },
+            "running": appliance.scheduler.usage(),
             "stored": appliance.store.describe(),
             "catalog": [
                 {

@@ -12,12 +12,12 @@ from appliance.capabilities import ChatRequest
 from appliance.capabilities.chat import SamplingOptions
 from appliance.core import Appliance
 from appliance.errors import BadRequest, Forbidden, NotFound
+from appliance.generation import ChatRun
 from appliance.history.conversations import (
     delete_conversation,
     get_conversation,
     list_conversations,
 )
-from appliance.http.generation import ChatRun
 from appliance.http.middleware import read_json, require
 from appliance.http.openai import respond_chat
 from appliance.http.openai_schema import ChatMessageIn, SamplingFields
@@ -112,6 +112,12 @@ async def add_message(request: web.Request) -> web.StreamResponse:
     )
     chat_request = ChatRequest(messages=[*history, new], sampling=sampling)
     run = ChatRun(
-        appliance, actor, model, chat_request, api="appliance", conversation_id=conv["id"]
+        appliance,
+        actor,
+        model,
+        chat_request,
+        api="appliance",
+        conversation_id=conv["id"],
+        stored_before=len(history),
     )
     return await respond_chat(request, run, stream=body.stream)

@@ -141,6 +141,10 @@ def require(request: web.Request, action: str, resource: str | None = None) -> A
     return actor
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 async def read_json(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object, within the JSON size limit; 4xx otherwise."""
     limit = appliance_of(request).settings.max_json_bytes
@@ -154,8 +158,12 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     if not raw.strip():
         raise BadRequest("the request body is empty; send a JSON object")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_refuse_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("the request body is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("the request body must be a JSON object")

@@ -13,8 +13,9 @@ from aiohttp import web
 
 from appliance.capabilities import ChatRequest, CompletionRequest, ModelInfo
 from appliance.errors import BadRequest, NotFound
+from appliance.generation import ChatRun
+from appliance.http import sse
 from appliance.http.context import add_context
-from appliance.http.generation import ChatRun
 from appliance.http.middleware import read_json, require
 from appliance.http.ollama_schema import (
     ChatBody,
@@ -31,6 +32,7 @@ from appliance.keys import appliance_of
 routes = web.RouteTableDef()
 OLLAMA_COMPATIBLE_VERSION = "0.12.0"
 NS = 1_000_000
+FAR_FUTURE = 253402300799.0  # 9999-12-31: what "kept loaded forever" shows as
 
 
 def _now() -> str:
@@ -112,9 +114,12 @@ async def ps(request: web.Request) -> web.Response:
                 "size": info.size_bytes,
                 "digest": info.digest,
                 "details": _details(info),
-                "expires_at": _iso(loaded.expires_at),
+                "expires_at": _iso(min(loaded.expires_at, FAR_FUTURE)),
                 "size_vram": 0,
                 "context_length": info.context_length,
+                "slots": loaded.slots,
+                "slots_busy": loaded.slots_busy,
+                "queued": loaded.queued,
             }
         )
     return web.json_response({"models": models})
@@ -230,8 +235,7 @@ async def _answer(
         await run.collect()
         await run.record()
         return web.json_response(final(run.text))
-    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-    await response.prepare(request)
+    response = await run.begin(lambda: sse.open_stream(request, "application/x-ndjson"))
 
     async def produce() -> None:
         async with contextlib.aclosing(run.stream()) as pieces:
@@ -334,7 +338,7 @@ async def _embed(
     if not texts or any(not t for t in texts):
         raise BadRequest("input must be non-empty text", param="input")
     started = time.monotonic()
-    result = await appliance.scheduler.run(embedder, lambda c: embedder.embed(texts), keep_alive)
+    result = await appliance.scheduler.embed(embedder, texts, keep_alive)
     return result.vectors, result.prompt_tokens, (time.monotonic() - started) * 1000, name
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -32,7 +33,10 @@ def keep_alive_seconds(value: Any) -> float | None:
                 f"keep_alive {value!r} is not a duration like '5m', '1h' or '0'", param="keep_alive"
             )
         seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
-    return FOREVER_S if seconds < 0 else seconds
+    if math.isnan(seconds):
+        raise BadRequest("keep_alive must be a number of seconds, not NaN", param="keep_alive")
+    # Negative (and anything beyond ten years, infinity included) keeps the model loaded.
+    return FOREVER_S if seconds < 0 or seconds > FOREVER_S else seconds
 
 
 class Options(BaseModel):

@@ -14,9 +14,9 @@ from aiohttp import web
 
 from appliance.capabilities import ChatRequest, CompletionRequest
 from appliance.errors import BadRequest
+from appliance.generation import ChatRun
 from appliance.http import sse
 from appliance.http.context import add_context
-from appliance.http.generation import ChatRun
 from appliance.http.middleware import read_json, require
 from appliance.http.openai_schema import ChatCompletionBody, CompletionBody, EmbeddingBody
 from appliance.http.validation import parse_body
@@ -150,7 +150,7 @@ async def _stream_chat(
     include_usage: bool,
     citations: list[dict[str, Any]],
 ) -> web.StreamResponse:
-    response = await sse.open_stream(request)
+    response = await run.begin(lambda: sse.open_stream(request))
     base: dict[str, Any] = {
         "id": completion_id,
         "object": "chat.completion.chunk",
@@ -226,7 +226,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
             {**choice(text, run.finish_reason or "stop"), "usage": _usage(run)}
         )
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    response = await sse.open_stream(request)
+    response = await run.begin(lambda: sse.open_stream(request))
 
     async def produce() -> None:
         if body.echo:
@@ -264,7 +264,7 @@ async def embeddings(request: web.Request) -> web.Response:
     if not texts or any(not t for t in texts):
         raise BadRequest("'input' must be non-empty text", param="input")
     embedder = appliance.registry.embedders.get(body.model)
-    result = await appliance.scheduler.run(embedder, lambda cancel: embedder.embed(texts))
+    result = await appliance.scheduler.embed(embedder, texts)
     data = []
     for index, vector in enumerate(result.vectors):
         if body.dimensions is not None:

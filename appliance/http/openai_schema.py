@@ -35,7 +35,21 @@ class SamplingFields(BaseModel):
     n: int = 1
     presence_penalty: float = Field(default=0.0, ge=-2, le=2)
     frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None
     user: str | None = None
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for token, bias in (value or {}).items():
+            if not token.isdigit():
+                raise ValueError(f"keys are token ids; {token!r} is not one")
+            if not -100 <= bias <= 100:
+                raise ValueError("each bias must be between -100 and 100")
+        return value
+
+    def bias_tuple(self) -> tuple[tuple[int, float], ...]:
+        return tuple((int(k), float(v)) for k, v in (self.logit_bias or {}).items())
 
     @field_validator("n")
     @classmethod
@@ -90,6 +104,7 @@ class ChatCompletionBody(SamplingFields):
             frequency_penalty=self.frequency_penalty,
             logprobs=self.logprobs,
             top_logprobs=self.top_logprobs or 0,
+            logit_bias=self.bias_tuple(),
         )
 
 
@@ -122,6 +137,7 @@ class CompletionBody(SamplingFields):
             frequency_penalty=self.frequency_penalty,
             logprobs=bool(self.logprobs),
             top_logprobs=self.logprobs or 0,
+            logit_bias=self.bias_tuple(),
         )
 
 

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from appliance import ChatModel, ChatRequest, GenerationChunk, ModelInfo, Usage, hookimpl
 from appliance.hardware.calibrate import calibrate, load_calibration
 from appliance.hardware.facts import probe
@@ -14,10 +16,18 @@ from appliance.hardware.fit import choose
 from appliance.hardware.profiles import best_profile, load_profiles
 from appliance.keys import APPLIANCE
 from appliance.models.catalog import load_catalog
+from appliance.scheduler import Scheduler
 from tests.fixtures import ClientFactory
 from tests.hardware.fixtures import MACHINES
 
 CATALOG = load_catalog()
+
+
+@pytest.fixture
+def scheduler() -> Iterator[Scheduler]:
+    scheduler = Scheduler()
+    yield scheduler
+    scheduler.shutdown()
 
 
 class Fake(ChatModel):
@@ -39,12 +49,12 @@ class Fake(ChatModel):
         )
 
 
-def test_failing_model_steps_down_one_size(tmp_path: Path) -> None:
+async def test_failing_model_steps_down_one_size(tmp_path: Path, scheduler: Scheduler) -> None:
     facts = probe(MACHINES["rpi5-8gb"].write(tmp_path))
     profile = best_profile(facts, load_profiles())
     first = choose(profile, facts, CATALOG)
     assert first.chat is not None
-    result = calibrate(Fake(first.chat.model, fail=True), profile, CATALOG, None)
+    result = await calibrate(scheduler, Fake(first.chat.model, fail=True), profile, CATALOG, None)
     assert first.chat.model in result.excluded
     again = choose(profile, facts, CATALOG, excluded=result.excluded)
     assert again.chat is not None and again.chat.model != first.chat.model
@@ -52,15 +62,19 @@ def test_failing_model_steps_down_one_size(tmp_path: Path) -> None:
     assert any("excluded" in r for r in again.reasons)
 
 
-def test_measured_efficiency_and_far_too_slow(tmp_path: Path) -> None:
+async def test_measured_efficiency_and_far_too_slow(tmp_path: Path, scheduler: Scheduler) -> None:
     facts = probe(MACHINES["rpi5-8gb"].write(tmp_path))
     profile = best_profile(facts, load_profiles())
     chosen = choose(profile, facts, CATALOG).chat
     assert chosen is not None
-    good = calibrate(Fake(chosen.model, tps=chosen.predicted_tps * 0.9), profile, CATALOG, None)
+    good = await calibrate(
+        scheduler, Fake(chosen.model, tps=chosen.predicted_tps * 0.9), profile, CATALOG, None
+    )
     assert good.efficiency is not None and abs(good.efficiency - 0.9 * profile.efficiency) < 0.02
     assert not good.excluded
-    slow = calibrate(Fake(chosen.model, tps=chosen.predicted_tps * 0.2), profile, CATALOG, None)
+    slow = await calibrate(
+        scheduler, Fake(chosen.model, tps=chosen.predicted_tps * 0.2), profile, CATALOG, None
+    )
     assert chosen.model in slow.excluded and "far below" in slow.excluded[chosen.model]
 
 

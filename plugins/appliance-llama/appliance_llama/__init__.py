@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from appliance import ChatModel, Embedder, ModelInfo, hookimpl
 from appliance.hardware.profiles import HardwareProfile
 from appliance_llama.chat import LlamaChatModel
 from appliance_llama.embed import LlamaEmbedder
+
+# Like Ollama's OLLAMA_NUM_PARALLEL and llama-server's -np: sequences decoded together when the
+# hardware choice did not pick this model (the `parallel` setting overrides both).
+DEFAULT_SLOTS = 4
 
 if TYPE_CHECKING:
     from appliance.core import Appliance
@@ -38,7 +43,7 @@ def _info(stored: StoredModel, context: int) -> ModelInfo:
     )
 
 
-def _loader(appliance: Appliance, stored: StoredModel) -> Callable[[], object]:
+def _loader(appliance: Appliance, stored: StoredModel) -> Callable[[], Path]:
     return lambda: appliance.store.verified_path(stored.model, stored.quant)
 
 
@@ -62,11 +67,17 @@ def register_chat_models(
     choice = appliance.choice.chat if appliance.choice else None
     for stored in _chosen(appliance, "chat"):
         context = min(settings.chat_ctx, stored.model.context or settings.chat_ctx)
+        slots = DEFAULT_SLOTS
         if choice is not None and choice.model == stored.model.id:
             context = min(context, choice.ctx)  # what the hardware choice found room for
+            slots = choice.slots
         register(
             LlamaChatModel(
-                _info(stored, context), _loader(appliance, stored), context, settings.n_threads
+                _info(stored, context),
+                _loader(appliance, stored),
+                context,
+                settings.n_threads,
+                slots=settings.parallel or slots,
             )
         )
 

@@ -1,109 +1,84 @@
-"""A chat model on llama.cpp: the GGUF's own chat template, grammars for JSON, tool calls."""
+"""A chat model on llama.cpp, batched: the GGUF's own chat template, grammars, tool calls.
+
+The scheduler drives it step by step (:class:`appliance.BatchedChatModel`); ``prepare`` refuses
+bad requests before any response starts, and the engine decodes every admitted sequence in one
+``llama_decode`` per step.
+"""
 
 from __future__ import annotations
 
-import json
-import re
-import threading
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
+from collections.abc import Sequence as Seq
 from pathlib import Path
 from typing import Any
 
 import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar, json_schema_to_gbnf
 
-from appliance import BadRequest, ChatModel, ChatRequest, CompletionRequest, GenerationChunk
-from appliance.capabilities.chat import ModelInfo
-from appliance.history.conversations import message_text
-from appliance_llama.generate import generate
+from appliance import (
+    BadRequest,
+    BatchedChatModel,
+    ChatRequest,
+    GenerationChunk,
+    GenerationRequest,
+    ModelInfo,
+    message_text,
+)
+from appliance_llama.engine import LlamaEngine
+from appliance_llama.sampling import check_grammar, grammar_for
+from appliance_llama.sequence import Sequence, parse_tool_calls
 
-_TOOL_CALL_RE = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
-
-
-def _grammar(response_format: dict[str, Any] | None) -> Any:
-    if not response_format or response_format.get("type") == "text":
-        return None
-    if response_format["type"] == "json_object":
-        schema = response_format.get("schema")
-        if schema is None:
-            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-    else:
-        schema = response_format.get("json_schema", {}).get("schema")
-        if not isinstance(schema, dict):
-            raise BadRequest(
-                "response_format.json_schema.schema must be a JSON schema object",
-                param="response_format",
-            )
-    try:
-        gbnf = json_schema_to_gbnf(json.dumps(schema))
-        # The converter lets raw control characters into strings, which JSON forbids.
-        gbnf = gbnf.replace('char ::= [^"\\\\]', 'char ::= [^"\\\\\\x7F\\x00-\\x1F]')
-        return LlamaGrammar.from_string(gbnf, verbose=False)
-    except Exception as exc:
-        raise BadRequest(
-            f"cannot build a grammar from that schema: {exc}", param="response_format"
-        ) from None
+__all__ = ["LlamaChatModel", "parse_tool_calls"]
 
 
-def parse_tool_calls(text: str) -> list[dict[str, Any]]:
-    """Tool calls in the Hermes/Qwen ``<tool_call>{...}</tool_call>`` form or a bare JSON call."""
-    raw = _TOOL_CALL_RE.findall(text)
-    if not raw:
-        stripped = text.strip()
-        raw = [stripped] if stripped.startswith("{") and stripped.endswith("}") else []
-    calls = []
-    for item in raw:
-        try:
-            data = json.loads(item)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(data, dict) or "name" not in data:
-            continue
-        arguments = data.get("arguments", data.get("parameters", {}))
-        calls.append(
-            {
-                "id": "call_" + uuid.uuid4().hex[:24],
-                "type": "function",
-                "function": {
-                    "name": str(data["name"]),
-                    "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
-                },
-            }
-        )
-    return calls
-
-
-class LlamaChatModel(ChatModel):
-    def __init__(self, info: ModelInfo, path_for_load: Any, n_ctx: int, n_threads: int) -> None:
+class LlamaChatModel(BatchedChatModel):
+    def __init__(
+        self,
+        info: ModelInfo,
+        path_for_load: Callable[[], Path],
+        n_ctx: int,
+        n_threads: int,
+        slots: int = 4,
+    ) -> None:
         self.info = info
         self._path_for_load = path_for_load
         self.n_ctx = n_ctx
+        """The context each request gets unless it asks for another (Ollama's ``num_ctx``)."""
         self.n_threads = n_threads
-        self.llm: Any = None
+        self._slots = max(1, slots)
+        self.pool_tokens = n_ctx * self._slots
+        self.trained_ctx = int(info.details.get("trained_context") or n_ctx)
+        self.engine: LlamaEngine | None = None
         self._formatter: Jinja2ChatFormatter | None = None
         self.template = ""
 
     @property
+    def slots(self) -> int:
+        return self._slots
+
+    @property
     def loaded(self) -> bool:
-        return self.llm is not None
+        return self.engine is not None
 
     def load(self) -> None:
-        path: Path = self._path_for_load()
-        self.llm = llama_cpp.Llama(
-            str(path), n_ctx=self.n_ctx, n_threads=self.n_threads, n_batch=512, verbose=False
+        engine = LlamaEngine(
+            self._path_for_load(),
+            pool_tokens=self.pool_tokens,
+            slots=self._slots,
+            n_threads=self.n_threads,
         )
-        self.template = self.llm.metadata.get("tokenizer.chat_template", "")
+        template = llama_cpp.llama_model_chat_template(engine.model.model, None)
+        self.template = template.decode() if template else ""
         if self.template:
-            eos = self.llm._model.token_get_text(self.llm.token_eos())
-            bos = self.llm._model.token_get_text(self.llm.token_bos())
+            eos = engine.token_text(llama_cpp.llama_vocab_eos(engine.vocab))
+            bos = engine.token_text(llama_cpp.llama_vocab_bos(engine.vocab))
             self._formatter = Jinja2ChatFormatter(self.template, eos_token=eos, bos_token=bos)
+        self.engine = engine
 
     def unload(self) -> None:
-        if self.llm is not None:
-            self.llm.close()
-        self.llm = None
+        if self.engine is not None:
+            self.engine.close()
+        self.engine = None
         self._formatter = None
 
     @property
@@ -111,19 +86,72 @@ class LlamaChatModel(ChatModel):
         return "tools" in self.template
 
     def count_tokens(self, text: str) -> int:
-        if self.llm is None:
+        if self.engine is None:
             return super().count_tokens(text)
-        return len(self.llm.tokenize(text.encode(), add_bos=False, special=False))
+        return len(self.engine.tokenize(text, add_bos=False, special=False))
 
     def _messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
         for message in messages:
             role = "system" if message.get("role") == "developer" else message.get("role")
-            item = {**message, "role": role, "content": message_text(message.get("content"))}
-            out.append(item)
+            out.append({**message, "role": role, "content": message_text(message.get("content"))})
         return out
 
-    def chat(self, request: ChatRequest, cancel: threading.Event) -> Iterator[GenerationChunk]:
+    def _limit(self, requested: int | None) -> int:
+        if requested is None:
+            return min(self.n_ctx, self.pool_tokens)
+        if requested > self.trained_ctx:
+            raise BadRequest(
+                f"num_ctx {requested} is above this model's trained context of "
+                f"{self.trained_ctx} tokens",
+                param="num_ctx",
+            )
+        if requested > self.pool_tokens:
+            raise BadRequest(
+                f"num_ctx {requested} is above the {self.pool_tokens} tokens this box keeps for "
+                f"'{self.name}'",
+                param="num_ctx",
+            )
+        return requested
+
+    def prepare(self, request: GenerationRequest) -> Sequence:
+        engine = self.engine
+        assert engine is not None, "the scheduler loads a model before preparing requests"
+        stops: tuple[str, ...] = ()
+        tools = False
+        if isinstance(request, ChatRequest):
+            prompt, stops, tools = self._chat_prompt(engine, request)
+        else:
+            if request.suffix:
+                raise BadRequest(
+                    f"model '{self.name}' does not support fill-in-the-middle (suffix)",
+                    param="suffix",
+                )
+            prompt = engine.tokenize(request.prompt, add_bos=True, special=False)
+            if not prompt:
+                raise BadRequest("the prompt is empty; send some text", param="prompt")
+        limit = self._limit(request.sampling.n_ctx)
+        if len(prompt) >= limit:
+            raise BadRequest(
+                f"the prompt is {len(prompt)} tokens but this model's context is {limit} tokens; "
+                "shorten the conversation or start a new one",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        for token, _ in request.sampling.logit_bias:
+            if token >= engine.n_vocab:
+                raise BadRequest(
+                    f"logit_bias names token {token}; this model has {engine.n_vocab} tokens",
+                    param="logit_bias",
+                )
+        grammar = grammar_for(request.response_format)
+        if grammar is not None:
+            check_grammar(engine.vocab, grammar)
+        return Sequence(prompt, request.sampling, limit, grammar, stops, tools)
+
+    def _chat_prompt(
+        self, engine: LlamaEngine, request: ChatRequest
+    ) -> tuple[list[int], tuple[str, ...], bool]:
         if self._formatter is None:
             raise BadRequest(f"model '{self.name}' has no chat template; use /v1/completions")
         tools = request.tools
@@ -136,49 +164,26 @@ class LlamaChatModel(ChatModel):
         if request.tool_choice == "none":
             tools = None
         try:
-            formatted = self._formatter(messages=self._messages(request.messages), tools=tools)
+            formatted = self._formatter(
+                messages=self._messages(request.messages),  # type: ignore[arg-type]
+                tools=tools,  # type: ignore[arg-type]
+            )
         except Exception as exc:
             raise BadRequest(f"the messages do not fit this model's chat template: {exc}") from None
-        prompt = self.llm.tokenize(
-            formatted.prompt.encode(), add_bos=not formatted.added_special, special=True
+        prompt = engine.tokenize(
+            formatted.prompt, add_bos=not formatted.added_special, special=True
         )
-        stops = tuple(
-            s
-            for s in ([formatted.stop] if isinstance(formatted.stop, str) else formatted.stop or [])
-            if s
-        )
-        chunks = generate(
-            self.llm, prompt, request.sampling, cancel, _grammar(request.response_format), stops
-        )
-        if not tools:
-            return chunks
-        return self._with_tool_calls(chunks)
+        raw_stops = [formatted.stop] if isinstance(formatted.stop, str) else formatted.stop or []
+        return prompt, tuple(s for s in raw_stops if s), bool(tools)
 
-    def _with_tool_calls(self, chunks: Iterator[GenerationChunk]) -> Iterator[GenerationChunk]:
-        """Buffer the reply so tool calls can be returned as structured ``tool_calls``."""
-        parts = []
-        for chunk in chunks:
-            parts.append(chunk.text)
-            if chunk.finish_reason is None:
-                continue
-            text = "".join(parts)
-            calls = parse_tool_calls(text)
-            if calls:
-                yield GenerationChunk(tool_calls=calls)
-                yield GenerationChunk(finish_reason="tool_calls", usage=chunk.usage)
-            else:
-                yield GenerationChunk(
-                    text=text, finish_reason=chunk.finish_reason, usage=chunk.usage
-                )
+    def admit(self, sequence: Sequence) -> bool:
+        assert self.engine is not None
+        return self.engine.admit(sequence)
 
-    def complete(
-        self, request: CompletionRequest, cancel: threading.Event
-    ) -> Iterator[GenerationChunk]:
-        if request.suffix:
-            raise BadRequest(
-                f"model '{self.name}' does not support fill-in-the-middle (suffix)", param="suffix"
-            )
-        prompt = self.llm.tokenize(request.prompt.encode(), add_bos=True, special=False)
-        return generate(
-            self.llm, prompt, request.sampling, cancel, _grammar(request.response_format)
-        )
+    def step(self, sequences: Seq[Sequence]) -> list[tuple[Any, GenerationChunk | Exception]]:
+        assert self.engine is not None
+        return list(self.engine.step(sequences))
+
+    def release(self, sequence: Sequence, cancelled: bool) -> None:
+        if self.engine is not None:
+            self.engine.release(sequence, cancelled)

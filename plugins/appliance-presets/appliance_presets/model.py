@@ -7,7 +7,14 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from appliance import ChatModel, ChatRequest, CompletionRequest, GenerationChunk, ModelInfo
+from appliance import (
+    ChatModel,
+    ChatRequest,
+    CompletionRequest,
+    GenerationChunk,
+    GenerationRequest,
+    ModelInfo,
+)
 from appliance.capabilities.chat import SamplingOptions
 
 PARAMETERS = {
@@ -63,19 +70,25 @@ class PresetModel(ChatModel):
             return messages
         return [{"role": "system", "content": self.system}, *messages]
 
+    def adapt(self, request: GenerationRequest) -> GenerationRequest:
+        """The request with this preset's system prompt and options."""
+        sampling = apply_parameters(request.sampling, self.parameters)
+        if isinstance(request, ChatRequest):
+            messages = self._messages(request.messages)
+            return dataclasses.replace(request, messages=messages, sampling=sampling)
+        return dataclasses.replace(request, sampling=sampling)
+
+    def route(self, request: GenerationRequest) -> tuple[ChatModel, GenerationRequest]:
+        """Runs on the base model's slots (and its worker), with the preset's prompt/options."""
+        return self.base.route(self.adapt(request))
+
     def chat(self, request: ChatRequest, cancel: threading.Event) -> Iterator[GenerationChunk]:
-        request = dataclasses.replace(
-            request,
-            messages=self._messages(request.messages),
-            sampling=apply_parameters(request.sampling, self.parameters),
-        )
-        return self.base.chat(request, cancel)
+        return self.base.chat(self.adapt(request), cancel)  # type: ignore[arg-type]
 
     def complete(
         self, request: CompletionRequest, cancel: threading.Event
     ) -> Iterator[GenerationChunk]:
-        sampling = apply_parameters(request.sampling, self.parameters)
-        return self.base.complete(dataclasses.replace(request, sampling=sampling), cancel)
+        return self.base.complete(self.adapt(request), cancel)  # type: ignore[arg-type]
 
 
 def preset_info(model: PresetModel) -> dict[str, Any]:

@@ -43,9 +43,7 @@ class Collections(Retriever):
         vectors: list[list[float]] = []
         for start in range(0, len(texts), EMBED_BATCH):
             batch = texts[start : start + EMBED_BATCH]
-            result = await self.appliance.scheduler.run(
-                embedder, lambda c, b=batch: embedder.embed(b)
-            )
+            result = await self.appliance.scheduler.embed(embedder, batch)
             vectors.extend(result.vectors)
         return np.array(vectors, dtype=np.float32)
 

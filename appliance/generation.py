@@ -1,4 +1,9 @@
-"""One path for inference from every API: run a model on its worker, accumulate, record history."""
+"""One path for generation from every caller: admit through the scheduler, accumulate, record.
+
+Both HTTP APIs, stateful conversations and RAG answers drive a :class:`ChatRun`. ``start()``
+admits the request (raising its 4xx or the 503 before any response is sent); ``stream()`` yields
+the chunks as the scheduler delivers them; ``record()`` keeps the exchange in history.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,17 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from appliance.auth import Actor
 from appliance.capabilities import ChatModel, ChatRequest, CompletionRequest, GenerationChunk, Usage
 from appliance.core import Appliance
 from appliance.errors import ApplianceError
 from appliance.history.conversations import Exchange, record_exchange
+from appliance.scheduler import Ticket
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 DISCONNECTS = (ConnectionResetError, ConnectionError)
 
 
@@ -28,6 +35,7 @@ class ChatRun:
     api: str
     keep_alive: float | None = None
     conversation_id: str | None = None
+    stored_before: int | None = None
     client_messages: list[dict[str, Any]] | None = None
     """What the client sent, before retrieved context was added: this is what history keeps,
     so a follow-up (which never carries that context) joins the same conversation."""
@@ -41,22 +49,36 @@ class ChatRun:
     first_token_ms: float | None = None
     load_ms: float = 0.0
     queued_ms: float = 0.0
+    ticket: Ticket | None = None
 
-    def _started(self, job: Any) -> None:
-        self.load_ms = job.load_ms
-        self.queued_ms = job.queued_ms
+    async def start(self) -> None:
+        """Admit the request; a refusal (4xx, or 503 when the line is full) raises here."""
+        if self.ticket is None:
+            self.ticket = await self.appliance.scheduler.generate(
+                self.model, self.request, caller=self.actor.id, keep_alive=self.keep_alive
+            )
 
-    def _work(self, cancel: Any) -> Any:
-        if isinstance(self.request, ChatRequest):
-            return self.model.chat(self.request, cancel)
-        return self.model.complete(self.request, cancel)
+    async def begin(self, open_response: Callable[[], Awaitable[T]]) -> T:
+        """Admit the request, then open the response (so refusals come before the 200)."""
+        await self.start()
+        try:
+            return await open_response()
+        except BaseException:
+            self.cancel()
+            raise
+
+    def cancel(self) -> None:
+        if self.ticket is not None:
+            self.ticket.cancel()
 
     async def stream(self) -> AsyncGenerator[GenerationChunk, None]:
+        await self.start()
+        assert self.ticket is not None
+        ticket = self.ticket
         parts: list[str] = []
         try:
-            async for chunk in self.appliance.scheduler.stream(
-                self.model.backend, self._work, self.keep_alive, on_start=self._started
-            ):
+            async for chunk in ticket:
+                self.load_ms, self.queued_ms = ticket.load_ms, ticket.queued_ms
                 if chunk.text:
                     if self.first_token_ms is None:
                         self.first_token_ms = (time.monotonic() - self.started) * 1000
@@ -71,6 +93,7 @@ class ChatRun:
                     self.finish_reason = chunk.finish_reason
                 yield chunk
         finally:
+            ticket.cancel()
             self.text = "".join(parts)
 
     async def guard(
@@ -131,6 +154,7 @@ class ChatRun:
             total_ms=self.total_ms,
             meta=meta,
             conversation_id=self.conversation_id,
+            stored_before=self.stored_before,
         )
         self.conversation_id = await self.appliance.db.write(
             lambda db: record_exchange(db, exchange)

@@ -1,0 +1,241 @@
+"""Batched models: one thread per model admits, steps and retires many sequences at once.
+
+Each loop iteration runs the control messages that arrived (prepare a request, load, unload),
+retires sequences whose client left, admits waiting sequences into free slots (callers in turn),
+then makes one engine call (``step``) over every admitted sequence. A failing step fails the
+sequences in it with a clear error and the worker carries on; nothing is left hanging.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.capabilities.chat import BatchedChatModel, GenerationRequest
+from appliance.errors import ApplianceError, Overloaded
+from appliance.scheduler.fair import FairQueue
+from appliance.scheduler.ticket import END, Ticket, emit_all, expiry, wait_for
+
+log = logging.getLogger(__name__)
+_STOP = object()
+
+
+@dataclass(eq=False)
+class SequenceTicket(Ticket):
+    request: GenerationRequest | None = None
+    sequence: Any = None
+    admitted_at: float = 0.0
+
+
+class BatchWorker:
+    def __init__(self, model: BatchedChatModel, queue_size: int, keep_alive_s: float) -> None:
+        self.model = model
+        self.queue_size = queue_size
+        self.default_keep_alive = keep_alive_s
+        self.expires_at = 0.0
+        self.pending: FairQueue[SequenceTicket] = FairQueue()
+        self.active: list[SequenceTicket] = []
+        self._inbox: queue.Queue[Any] = queue.Queue()
+        self._reserved = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=f"batch:{model.name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def slots(self) -> int:
+        return self.model.slots
+
+    @property
+    def slots_busy(self) -> int:
+        return len(self.active)
+
+    @property
+    def queued(self) -> int:
+        return len(self.pending) + self._reserved
+
+    # Called from the event loop.
+    def submit(self, ticket: SequenceTicket, ready: Callable[[BaseException | None], None]) -> None:
+        """Queue a request for preparation; ``ready`` is called (on the worker) once it waits for
+        a slot, or with the error that refuses it. Raises ``Overloaded`` when the line is full."""
+        with self._lock:
+            if len(self.pending) + self._reserved >= self.queue_size:
+                raise Overloaded(
+                    f"model '{self.model.name}' has {self.queue_size} requests waiting; "
+                    "retry shortly"
+                )
+            self._reserved += 1
+        self._inbox.put(lambda: self._prepare(ticket, ready))
+
+    def call(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the worker thread between steps."""
+        self._inbox.put(fn)
+
+    def request_unload(self) -> None:
+        self.expires_at = 0.0
+        self._inbox.put(lambda: None)
+
+    def stop(self, wait: bool = True) -> None:
+        self.expires_at = 0.0
+        self._inbox.put(_STOP)
+        if wait:
+            self._thread.join(timeout=30)
+
+    # The worker thread.
+    def _prepare(
+        self, ticket: SequenceTicket, ready: Callable[[BaseException | None], None]
+    ) -> None:
+        with self._lock:
+            self._reserved -= 1
+        try:
+            if ticket.cancelled:
+                raise ApplianceError("the client went away", status=499)
+            self.ensure_loaded(ticket)
+            assert ticket.request is not None
+            ticket.sequence = self.model.prepare(ticket.request)
+        except BaseException as exc:
+            if not isinstance(exc, ApplianceError):
+                log.exception("preparing a request for %s failed", self.model.name)
+            ready(exc)
+            return
+        with self._lock:
+            self.pending.push(ticket.caller, ticket)
+        ready(None)
+
+    def ensure_loaded(self, ticket: Ticket | None = None) -> None:
+        if self.model.loaded:
+            return
+        started = time.monotonic()
+        self.model.load()
+        elapsed = (time.monotonic() - started) * 1000
+        if ticket is not None:
+            ticket.load_ms = elapsed
+        log.info("loaded model %s in %.0f ms", self.model.name, elapsed)
+
+    def _run(self) -> None:
+        while True:
+            idle = not self.active and not len(self.pending)
+            try:
+                timeout = (wait_for(self.expires_at) if self.model.loaded else None) if idle else 0
+                message = self._inbox.get(timeout=timeout) if idle else self._inbox.get_nowait()
+            except queue.Empty:
+                message = None
+            if message is _STOP:
+                self._fail_all(ApplianceError("the box is shutting down", status=503))
+                self._unload()
+                return
+            try:
+                if message is not None:
+                    message()
+                    self._drain_inbox()
+                self._retire_cancelled()
+                self._admit()
+                if self.active:
+                    self._step()
+                elif not self.pending and self.model.loaded and time.time() >= self.expires_at:
+                    self._unload()
+            except Exception as exc:  # the worker survives; its requests fail clearly
+                log.exception(
+                    "model %s failed; failing its requests and carrying on", self.model.name
+                )
+                self._fail_all(ApplianceError(f"the model {self.model.name} failed: {exc}"))
+
+    def _drain_inbox(self) -> None:
+        while True:
+            try:
+                message = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if message is _STOP:
+                self._inbox.put(_STOP)
+                return
+            message()
+
+    def _retire_cancelled(self) -> None:
+        for ticket in [t for t in self.active if t.cancelled]:
+            self._retire(ticket, cancelled=True)
+        with self._lock:
+            gone = [t for t in self.pending if t.cancelled]
+            for ticket in gone:
+                self.pending.remove(ticket)
+        emit_all((t, END) for t in gone)
+
+    def _admit(self) -> None:
+        while len(self.active) < self.model.slots:
+            with self._lock:
+                ticket = self.pending.peek()
+            if ticket is None:
+                return
+            if not self.model.admit(ticket.sequence):
+                if not self.active:
+                    with self._lock:
+                        self.pending.remove(ticket)
+                    emit_all(
+                        [
+                            (ticket, Overloaded(f"model '{self.model.name}' has no room now")),
+                            (ticket, END),
+                        ]
+                    )
+                    continue
+                return
+            with self._lock:
+                self.pending.pop()  # the ticket peeked at; its caller goes to the back
+            ticket.admitted_at = time.monotonic()
+            ticket.queued_ms = (ticket.admitted_at - ticket.enqueued_at) * 1000
+            self.active.append(ticket)
+
+    def _step(self) -> None:
+        by_sequence = {id(t.sequence): t for t in self.active}
+        outputs = self.model.step([t.sequence for t in self.active])
+        deliveries: list[tuple[Ticket, Any]] = []
+        done: list[SequenceTicket] = []
+        failed: list[SequenceTicket] = []
+        for sequence, item in outputs:
+            ticket = by_sequence[id(sequence)]
+            deliveries.append((ticket, item))
+            if isinstance(item, BaseException):
+                failed.append(ticket)
+            elif item.finish_reason is not None:
+                done.append(ticket)
+        emit_all(deliveries)
+        for ticket in done:
+            self._retire(ticket, cancelled=False)
+        for ticket in failed:
+            self._retire(ticket, cancelled=True)
+
+    def _retire(self, ticket: SequenceTicket, cancelled: bool) -> None:
+        if ticket in self.active:
+            self.active.remove(ticket)
+        try:
+            self.model.release(ticket.sequence, cancelled)
+        finally:
+            keep = self.default_keep_alive if ticket.keep_alive is None else ticket.keep_alive
+            self.expires_at = expiry(keep)
+            ticket.emit(END)
+
+    def _fail_all(self, error: ApplianceError) -> None:
+        with self._lock:
+            tickets = [*self.active, *self.pending]
+            self.pending = FairQueue()
+        self.active = []
+        for ticket in tickets:
+            try:
+                self.model.release(ticket.sequence, cancelled=True)
+            except Exception:
+                log.exception("releasing a sequence of %s failed", self.model.name)
+        emit_all([item for t in tickets for item in ((t, error), (t, END))])
+
+    def _unload(self) -> None:
+        if not self.model.loaded:
+            return
+        self.expires_at = math.inf  # not retried until the next request sets a keep-alive
+        try:
+            self.model.unload()
+            log.info("unloaded model %s", self.model.name)
+        except Exception:
+            log.exception("unloading %s failed", self.model.name)

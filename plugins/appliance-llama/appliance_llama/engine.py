@@ -1,0 +1,302 @@
+"""Continuous batching on llama.cpp's low-level API: slots over one unified KV pool.
+
+One context holds ``slots`` sequences (``n_seq_max``, ``kv_unified``: a single long conversation
+may use the whole pool while the others are idle). Every :meth:`LlamaEngine.step` builds one
+``llama_batch``: the last sampled token of every decoding sequence, then prompt tokens of newly
+admitted sequences in bounded chunks (so a long new prompt never stalls people already reading an
+answer). Logits are requested only for rows that sample. A new sequence takes the free slot whose
+cached tokens share the longest prefix with its prompt and keeps that prefix.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import math
+import time
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+import numpy as np
+from llama_cpp import _internals as internals
+
+from appliance import ApplianceError, BadRequest, GenerationChunk, Overloaded
+from appliance_llama.sampling import build_chain, free_chain
+from appliance_llama.sequence import Sequence
+
+log = logging.getLogger(__name__)
+N_BATCH = 512
+# While others are reading answers, a new prompt is read in slices sized so that one step stays
+# near this long (from the measured cost of a batch row): larger slices prefill a little faster
+# but lengthen everyone's gap between tokens. Measured here (SmolLM2-135M, 2 cores): a row costs
+# ~7 ms in prefill, so slices are ~30 tokens; on a GPU they grow to the whole batch.
+STEP_TARGET_S = 0.2
+MIN_CHUNK = 16
+
+Output = tuple[Sequence, GenerationChunk | ApplianceError]
+GGML_LOG_LEVEL_ERROR = 4
+
+
+@llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+def _llama_log(level: int, text: bytes, user_data: Any) -> None:
+    """llama.cpp's errors go to our log; the rest (load chatter, warnings) is dropped."""
+    if level == GGML_LOG_LEVEL_ERROR:
+        log.error("llama.cpp: %s", text.decode("utf-8", errors="replace").rstrip())
+
+
+llama_cpp.llama_log_set(_llama_log, ctypes.c_void_p(0))
+
+
+@dataclass(eq=False)
+class Slot:
+    id: int
+    tokens: list[int] = field(default_factory=list)
+    """Tokens whose keys and values are in the cache for this slot's sequence id."""
+    sequence: Sequence | None = None
+    last_used: float = 0.0
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class LlamaEngine:
+    """A loaded model with its batched context. Only the model's worker thread calls it."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        pool_tokens: int,
+        slots: int,
+        n_threads: int,
+        embeddings: bool = False,
+        n_batch: int = N_BATCH,
+    ) -> None:
+        self.model = internals.LlamaModel(
+            path_model=str(path), params=llama_cpp.llama_model_default_params(), verbose=False
+        )
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = pool_tokens
+        params.n_batch = n_batch
+        params.n_ubatch = n_batch
+        params.n_seq_max = slots
+        params.kv_unified = True
+        params.n_threads = n_threads
+        params.n_threads_batch = n_threads
+        params.no_perf = True
+        params.embeddings = embeddings
+        self.context = internals.LlamaContext(model=self.model, params=params, verbose=False)
+        self.ctx = self.context.ctx
+        self.memory = self.context.memory
+        self.vocab = self.model.vocab
+        self.n_vocab = self.model.n_vocab()
+        self.n_batch = n_batch
+        self.pool_tokens = llama_cpp.llama_n_ctx(self.ctx)
+        self.batch = internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
+        self.slots = [Slot(i) for i in range(slots)]
+        self._piece = ctypes.create_string_buffer(256)
+        self.row_s = 0.0
+        """Seconds one batch row costs in a step with prompt rows (moving average)."""
+
+    def close(self) -> None:
+        for slot in self.slots:
+            if slot.sequence is not None:
+                free_chain(slot.sequence.sampler)
+                slot.sequence.sampler = None
+        self.batch.close()  # type: ignore[no-untyped-call]
+        self.context.close()  # type: ignore[no-untyped-call]
+        self.model.close()  # type: ignore[no-untyped-call]
+
+    # Text and tokens.
+    def tokenize(self, text: str, add_bos: bool, special: bool) -> list[int]:
+        try:
+            data = text.encode()
+        except UnicodeEncodeError:
+            raise BadRequest(
+                "the text is not valid Unicode (it contains a lone surrogate such as \\ud800)"
+            ) from None
+        return list(self.model.tokenize(data, add_bos=add_bos, special=special))
+
+    def piece(self, token: int) -> bytes:
+        n = llama_cpp.llama_token_to_piece(
+            self.vocab, token, self._piece, len(self._piece), 0, False
+        )
+        if n < 0:
+            self._piece = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece, -n, 0, False)
+        return self._piece.raw[:n]
+
+    def token_text(self, token: int) -> str:
+        return self.model.token_get_text(token) if token >= 0 else ""
+
+    # Slots.
+    def busy(self) -> int:
+        return sum(1 for slot in self.slots if slot.sequence is not None)
+
+    def admit(self, sequence: Sequence) -> bool:
+        free = [slot for slot in self.slots if slot.sequence is None]
+        if not free:
+            return False
+        slot = max(free, key=lambda s: (common_prefix(s.tokens, sequence.prompt), -s.last_used))
+        keep = min(common_prefix(slot.tokens, sequence.prompt), len(sequence.prompt) - 1)
+        if not llama_cpp.llama_memory_seq_rm(self.memory, slot.id, keep, -1):
+            llama_cpp.llama_memory_seq_rm(self.memory, slot.id, -1, -1)
+            keep = 0
+        del slot.tokens[keep:]
+        sequence.n_past = keep
+        sequence.slot = slot
+        sequence.sampler = build_chain(
+            self.vocab, self.n_vocab, sequence.sampling, sequence.grammar
+        )
+        sequence.admitted_at = time.monotonic()
+        slot.sequence = sequence
+        return True
+
+    def release(self, sequence: Sequence, cancelled: bool) -> None:
+        free_chain(sequence.sampler)
+        sequence.sampler = None
+        slot: Slot | None = sequence.slot
+        if slot is None:
+            return
+        sequence.slot = None
+        slot.sequence = None
+        slot.last_used = time.monotonic()
+        if cancelled or not sequence.finished:
+            self._forget(slot)
+
+    def _forget(self, slot: Slot) -> None:
+        llama_cpp.llama_memory_seq_rm(self.memory, slot.id, -1, -1)
+        slot.tokens.clear()
+
+    # One step.
+    def step(self, sequences: Seq[Sequence]) -> list[Output]:
+        outputs: list[Output] = []
+        live = [s for s in sequences if not s.finished]
+        with_prefill = True
+        while live:
+            rows, prefill = self._fill(live, with_prefill)
+            started = time.perf_counter()
+            status = llama_cpp.llama_decode(self.ctx, self.batch.batch)
+            if status == 0:
+                if prefill:
+                    cost = (time.perf_counter() - started) / self.batch.batch.n_tokens
+                    self.row_s = cost if not self.row_s else 0.7 * self.row_s + 0.3 * cost
+                self._advance(live, prefill)
+                outputs += self._sample(rows)
+                return outputs
+            if status != 1:
+                raise RuntimeError(f"llama_decode failed with status {status}")
+            # No room in the KV pool: drop idle caches, then defer prompts, then fail the
+            # longest sequence; never touch another sequence's cells.
+            idle = [s for s in self.slots if s.sequence is None and s.tokens]
+            if idle:
+                for slot in idle:
+                    self._forget(slot)
+                continue
+            if with_prefill and prefill and any(not s.prefilling for s in live):
+                with_prefill = False
+                continue
+            victim = max(live, key=lambda s: s.n_past + len(s.prompt))
+            live.remove(victim)
+            victim.finished = True
+            self._forget(victim.slot)  # its cells make room for the others in the retry
+            outputs.append((victim, Overloaded("the box's context memory is full; retry shortly")))
+        return outputs
+
+    def _fill(
+        self, sequences: list[Sequence], with_prefill: bool
+    ) -> tuple[list[tuple[Sequence, int]], list[tuple[Sequence, int]]]:
+        batch = self.batch.batch
+        rows: list[tuple[Sequence, int]] = []
+        prefill: list[tuple[Sequence, int]] = []
+        n = 0
+
+        def put(token: int, pos: int, seq_id: int, logits: bool) -> None:
+            nonlocal n
+            batch.token[n] = token
+            batch.pos[n] = pos
+            batch.n_seq_id[n] = 1
+            batch.seq_id[n][0] = seq_id
+            batch.logits[n] = logits
+            n += 1
+
+        for seq in sequences:
+            if not seq.prefilling:
+                assert seq.next_token is not None
+                rows.append((seq, n))
+                put(seq.next_token, seq.n_past, seq.slot.id, True)
+        budget = self._prefill_budget(n) if with_prefill else 0
+        # One prompt a step: prompts of several sequences in one batch over the unified pool
+        # change a lone run's numerics from the first token (measured); decode rows do not.
+        for seq in sequences:
+            if not seq.prefilling or budget <= 0:
+                continue
+            budget = min(budget, len(seq.prompt) - seq.n_past)
+            start = seq.n_past
+            take = min(len(seq.prompt) - start, budget)
+            for offset in range(take):
+                pos = start + offset
+                last = pos == len(seq.prompt) - 1
+                if last:
+                    rows.append((seq, n))
+                put(seq.prompt[pos], pos, seq.slot.id, last)
+            prefill.append((seq, take))
+            budget = 0
+        batch.n_tokens = n
+        return rows, prefill
+
+    def _prefill_budget(self, decoding: int) -> int:
+        room = self.n_batch - decoding
+        if not decoding:
+            return room  # nobody is waiting for a token: read the prompt as fast as possible
+        if not self.row_s:
+            return min(room, MIN_CHUNK)
+        return max(MIN_CHUNK, min(room, int(STEP_TARGET_S / self.row_s) - decoding))
+
+    def _advance(self, sequences: list[Sequence], prefill: list[tuple[Sequence, int]]) -> None:
+        for seq in sequences:
+            if not seq.prefilling:
+                assert seq.next_token is not None
+                seq.slot.tokens.append(seq.next_token)
+                seq.n_past += 1
+        for seq, take in prefill:
+            seq.slot.tokens.extend(seq.prompt[seq.n_past : seq.n_past + take])
+            seq.n_past += take
+
+    def _sample(self, rows: list[tuple[Sequence, int]]) -> list[Output]:
+        outputs: list[Output] = []
+        for seq, row in rows:
+            token = llama_cpp.llama_sampler_sample(seq.sampler, self.ctx, row)
+            is_end = bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+            piece = b"" if is_end else self.piece(token)
+            logprobs = None
+            if seq.sampling.logprobs and not is_end:
+                logprobs = self._logprobs(row, token, seq.sampling.top_logprobs)
+            outputs += [(seq, chunk) for chunk in seq.accept(token, piece, is_end, logprobs)]
+        return outputs
+
+    def _logprobs(self, row: int, token: int, top: int) -> dict[str, Any]:
+        pointer = llama_cpp.llama_get_logits_ith(self.ctx, row)
+        logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).astype(np.float64)
+        shifted = logits - float(np.max(logits))
+        log_probs = shifted - math.log(float(np.exp(shifted).sum()))
+        entry: dict[str, Any] = {"logprob": float(log_probs[token]), "top_logprobs": []}
+        for candidate in np.argsort(-log_probs)[:top] if top else []:
+            text = self.piece(int(candidate)).decode("utf-8", errors="replace")
+            entry["top_logprobs"].append(
+                {
+                    "token": text,
+                    "logprob": float(log_probs[candidate]),
+                    "bytes": list(text.encode()),
+                }
+            )
+        return entry
