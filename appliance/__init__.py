@@ -29,6 +29,7 @@ from appliance.errors import (  # noqa: E402
 )
 from appliance.history.conversations import message_text  # noqa: E402
 from appliance.history.migrations import Migration, migration  # noqa: E402
+from appliance.http.multipart import Form, UploadedFile, read_form  # noqa: E402
 
 __all__ = [
     "ApplianceError",
@@ -41,6 +42,7 @@ __all__ = [
     "Embedder",
     "EmbeddingResult",
     "Forbidden",
+    "Form",
     "GenerationChunk",
     "GenerationRequest",
     "Migration",
@@ -48,9 +50,11 @@ __all__ = [
     "NotFound",
     "Overloaded",
     "SamplingOptions",
+    "UploadedFile",
     "Usage",
     "__version__",
     "hookimpl",
     "message_text",
     "migration",
+    "read_form",
 ]

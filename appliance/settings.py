@@ -61,6 +61,8 @@ class Settings(BaseModel):
     hardware_root: Path = Path("/")
     audio_sync_limit_s: float = Field(default=600.0, gt=0)
     rag_scan_interval_s: float = Field(default=300.0, ge=0)
+    rag_roots: tuple[Path, ...] = (Path("/srv"), Path("/mnt"), Path("/media"), Path("/home"))
+    """Folders under which RAG collections may be made (the box's own home never)."""
     calibrate_at_start: bool = True
     history_retention_days: int = Field(default=0, ge=0)
     tls_cert: Path | None = None
@@ -101,7 +103,7 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
         key = ENV_PREFIX + name.upper()
         if key in environ:
             raw: Any = environ[key]
-            if name in ("load_plugins", "disable_plugins"):
+            if name in ("load_plugins", "disable_plugins", "rag_roots"):
                 raw = tuple(p.strip() for p in raw.split(",") if p.strip())
             values[name] = (raw, key)
     return values
@@ -116,7 +118,7 @@ def _file_values(path: Path) -> dict[str, tuple[Any, str]]:
         raise SettingsError(f"{path} is not valid TOML: {exc}") from exc
     values: dict[str, tuple[Any, str]] = {}
     for key, value in data.items():
-        if key in ("load_plugins", "disable_plugins") and isinstance(value, str):
+        if key in ("load_plugins", "disable_plugins", "rag_roots") and isinstance(value, str):
             value = tuple(p.strip() for p in value.split(",") if p.strip())
         values[key] = (value, str(path))
     return values

@@ -3,24 +3,30 @@ process) at 1, 2, 4 and 8 concurrent streams, beside the engine's own batched ce
 the same run (llama-cpp-python's low-level API, N sequences in one llama_batch, no server); and
 the time to first token of a request that arrives while four streams decode, over its idle time.
 Run: .venv/bin/python -m bench.parallel
+With LLAMA_SERVER=/path/to/llama-server (llama.cpp's own server, built from the same llama.cpp as
+the wheel), the same figures are measured for it in the same run, with the same slots and threads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import appliance_llama.engine  # noqa: F401  (quiets llama.cpp's load chatter)
 import llama_cpp
 import numpy as np
 from llama_cpp import _internals as internals
 
 from appliance.models.catalog import load_catalog
 from appliance.models.store import ModelStore
-from bench.common import MODELS_DIR, median, serve_process
+from bench.common import MODELS_DIR, free_port, median, serve_process
 
 MODEL = "smollm2:135m"
 TOKENS = 128
@@ -29,9 +35,7 @@ TEMPLATE = (
     "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
     "<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 )
-# llama.cpp's own llama-server -np 4 -kvu -t 2 on this model (../shared/REFERENCE.md §9, measured
-# on a faster machine of this kind): the yardstick's 4/1 ratio.
-LLAMA_SERVER_1, LLAMA_SERVER_4 = 88.6, 153.0
+SLOTS = 8
 
 
 def prompt(i: int) -> str:
@@ -135,36 +139,69 @@ async def late_first_token(session: aiohttp.ClientSession, url: str) -> tuple[fl
     return median(idle), median(busy)
 
 
+@contextlib.asynccontextmanager
+async def llama_server(binary: str, path: Path) -> AsyncIterator[str]:
+    """llama.cpp's own server with the appliance's slots, pool and threads."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        binary, "-m", str(path), "--port", str(port), "-np", str(SLOTS), "-kvu",
+        "-c", str(4096 * SLOTS), "-t", "2", "-tb", "2", "--log-disable",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(300):
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(url + "/health") as response:
+                        if response.status == 200:
+                            break
+                await asyncio.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def measure(server: contextlib.AbstractAsyncContextManager[str]) -> dict[str, float]:
+    async with server as url, aiohttp.ClientSession() as session:
+        await stream(session, url, prompt(0), 8)  # load the model once
+        out = {
+            str(n): median([await http_aggregate(session, url, n) for _ in range(2)])
+            for n in (1, 2, 4, 8)
+        }
+        out["idle"], out["busy"] = await late_first_token(session, url)
+    return out
+
+
 async def main() -> None:
     catalog = load_catalog()
     path = ModelStore(MODELS_DIR, catalog).verified_path(catalog.get(MODEL))
-    ceiling = {n: engine_ceiling(path, n) for n in (1, 2, 4, 8)}
+    ceiling = {str(n): engine_ceiling(path, n) for n in (1, 2, 4, 8)}
     with tempfile.TemporaryDirectory() as home:
-        server = serve_process(Path(home), "llama", {"APPLIANCE_PARALLEL": "8"})
-        async with server as url, aiohttp.ClientSession() as session:
-            await stream(session, url, prompt(0), 8)  # load the model once
-            through = {
-                n: median([await http_aggregate(session, url, n) for _ in range(2)])
-                for n in (1, 2, 4, 8)
-            }
-            idle, busy = await late_first_token(session, url)
-    print("aggregate decode tokens/s    engine (no server)    HTTP API")
-    for n in (1, 2, 4, 8):
+        box = await measure(serve_process(Path(home), "llama", {"APPLIANCE_PARALLEL": str(SLOTS)}))
+    peer = os.environ.get("LLAMA_SERVER")
+    columns = {"engine (no server)": ceiling, "appliance HTTP": box}
+    if peer:
+        columns[f"llama-server -np {SLOTS} -kvu"] = await measure(llama_server(peer, path))
+    print("aggregate decode tokens/s" + "".join(f"{name:>28}" for name in columns))
+    for n in ("1", "2", "4", "8"):
+        print(f"  {n} stream(s)            " + "".join(f"{c[n]:28.1f}" for c in columns.values()))
+    engine_ratio = ceiling["4"] / ceiling["1"]
+    for name, figures in list(columns.items())[1:]:
+        ratio = figures["4"] / figures["1"]
         print(
-            f"  {n} stream{'s' if n > 1 else ' '}                  {ceiling[n]:8.1f}        "
-            f"{through[n]:8.1f}"
+            f"{name}: 4/1 {ratio:.2f}, over the engine's 4/1 ({engine_ratio:.2f}) "
+            f"{ratio / engine_ratio:.2f} (target >= 0.9); first token idle "
+            f"{figures['idle'] * 1000:.0f} ms, while four decode {figures['busy'] * 1000:.0f} "
+            f"ms: {figures['busy'] / figures['idle']:.2f}x (target <= 2)"
         )
-    engine_ratio = ceiling[4] / ceiling[1]
-    http_ratio = through[4] / through[1]
-    print(
-        f"4/1 ratio: engine {engine_ratio:.2f}, HTTP {http_ratio:.2f}, "
-        f"HTTP/engine {http_ratio / engine_ratio:.2f} (target >= 0.9); "
-        f"llama-server -np 4 reference {LLAMA_SERVER_4 / LLAMA_SERVER_1:.2f}"
-    )
-    print(
-        f"first token: idle {idle * 1000:.0f} ms, while four decode {busy * 1000:.0f} ms, "
-        f"ratio {busy / idle:.2f} (target <= 2)"
-    )
+    if peer:
+        theirs = columns[f"llama-server -np {SLOTS} -kvu"]
+        print(
+            f"appliance / llama-server: 1 stream {box['1'] / theirs['1']:.2f}, "
+            f"4 streams {box['4'] / theirs['4']:.2f} (target > 1 on both)"
+        )
 
 
 if __name__ == "__main__":

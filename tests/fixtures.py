@@ -29,6 +29,7 @@ def make_settings(home: Path, **overrides: Any) -> Settings:
         "load_plugins": ("echo",),
         "n_threads": 2,
         "calibrate_at_start": False,
+        "rag_roots": (home.parent,),
     }
     values.update(overrides)
     return load_settings(values, environ={})

@@ -51,3 +51,82 @@ async def test_malformed_bodies_get_4xx(make_client: ClientFactory, path: str) -
         assert isinstance(message, str) and message
     raw = await client.post(path, data=b"\xff\xfe{", headers={"Content-Type": "application/json"})
     assert raw.status == 400
+
+
+DEEP = b'{"model": "echo", "messages": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+HUGE_INT = b'{"model": "echo", "max_tokens": ' + b"9" * 5_000 + b"}"
+SURROGATE = (
+    b'{"model": "echo", "messages": [{"role": "user", "content": "\\ud800"}], "prompt": "\\ud800"}'
+)
+CONSTANTS = b'{"model": "echo", "temperature": NaN, "keep_alive": Infinity}'
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+async def test_hostile_json_gets_a_clear_400(make_client: ClientFactory, path: str) -> None:
+    client = await make_client(load_plugins=("echo", "presets", "rag"), embed_model="echo-embed")
+    for raw in (DEEP, HUGE_INT, SURROGATE, CONSTANTS):
+        response = await client.post(path, data=raw, headers={"Content-Type": "application/json"})
+        assert response.status == 400, (path, raw[:60], response.status, await response.text())
+
+
+def multipart(boundary: str, body: bytes) -> dict[str, Any]:
+    return {
+        "data": body,
+        "headers": {"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    }
+
+
+MALFORMED_MULTIPART: list[dict[str, Any]] = [
+    {"data": b"--x\r\n", "headers": {"Content-Type": "multipart/form-data"}},
+    multipart("x", b""),
+    multipart('""', b"--\r\n"),
+    multipart(
+        "x", b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\nRIFF'
+    ),
+    multipart("x", b"\x00\x01garbage\xff" * 50),
+    multipart(
+        "x",
+        b'--x\r\nContent-Disposition: form-data; name="model"\r\n\r\n\xff\xfe\r\n--x--\r\n',
+    ),
+    multipart(
+        "x",
+        b'--x\r\nContent-Disposition: form-data; name="file"; filename="\xff\xfe.wav"\r\n\r\n'
+        b"RIFF\r\n--x--\r\n",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/audio/transcriptions", "/v1/audio/translations", "/appliance/plugins"],
+)
+async def test_malformed_multipart_gets_a_4xx(make_client: ClientFactory, path: str) -> None:
+    client = await make_client(load_plugins=("echo",))
+    for case in MALFORMED_MULTIPART:
+        response = await client.post(path, **case)
+        detail = (path, case["data"][:40], response.status, await response.text())
+        assert 400 <= response.status < 500, detail
+
+
+async def test_oversize_upload_is_413_and_nul_in_a_search_is_fine(
+    make_client: ClientFactory,
+) -> None:
+    client = await make_client(load_plugins=("echo",), max_body_bytes=4096)
+    form = aiohttp_form(b"x" * 10_000)
+    response = await client.post("/appliance/plugins", data=form)
+    assert response.status == 413, await response.text()
+    search = await client.get("/appliance/conversations", params={"q": "hello\x00world"})
+    assert search.status == 200
+    empty = await client.post(
+        "/v1/completions", json={"model": "echo", "prompt": "", "max_tokens": 4}
+    )
+    assert empty.status < 500
+
+
+def aiohttp_form(data: bytes) -> Any:
+    import aiohttp
+
+    form = aiohttp.FormData()
+    form.add_field("sha256", "0" * 64)
+    form.add_field("file", data, filename="big-1.0-py3-none-any.whl")
+    return form

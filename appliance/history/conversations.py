@@ -191,7 +191,7 @@ def delete_conversation(db: sqlite_utils.Database, conv_id: str) -> None:
 
 def fts_quote(text: str) -> str:
     """Make user text safe for FTS5 MATCH: each word becomes a quoted term."""
-    words = [w.replace('"', '""') for w in text.split() if w.strip()]
+    words = [w.replace('"', '""') for w in text.replace("\x00", " ").split() if w.strip()]
     return " ".join(f'"{w}"' for w in words) or '""'
 
 

@@ -6,14 +6,15 @@ import asyncio
 import time
 from typing import Any
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
 from appliance.audio import RATE, decode_audio
 from appliance.capabilities.transcribe import Segment, Transcription, TranscriptionRequest
-from appliance.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
+from appliance.errors import BadRequest, Forbidden, NotFound
 from appliance.history.conversations import fts_quote
 from appliance.history.transcripts import record_transcription
 from appliance.http.middleware import require
+from appliance.http.multipart import read_form
 from appliance.jobs import public
 from appliance.keys import appliance_of
 
@@ -22,29 +23,14 @@ FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 MAX_AUDIO_S = 4 * 3600.0
 
 
-async def read_form(request: web.Request) -> tuple[bytes, str, dict[str, list[str]]]:
+async def read_audio_form(request: web.Request) -> tuple[bytes, str, dict[str, list[str]]]:
     """The uploaded file (within the body limit, chunked uploads too), its name, other fields."""
-    if not request.content_type.startswith("multipart/form-data"):
-        raise BadRequest("send multipart/form-data with a 'file' field")
     limit = appliance_of(request).settings.max_body_bytes
-    reader = await request.multipart()
-    data = bytearray()
-    filename = ""
-    fields: dict[str, list[str]] = {}
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader):
-            continue
-        if part.name == "file":
-            filename = part.filename or "audio"
-            while chunk := await part.read_chunk(1 << 16):
-                data.extend(chunk)
-                if len(data) > limit:
-                    raise PayloadTooLarge(f"the audio exceeds the upload limit of {limit} bytes")
-        elif part.name:
-            fields.setdefault(part.name, []).append(await part.text())
-    if not filename:
+    form = await read_form(request, limit, ("file",))
+    if not form.files:
         raise BadRequest("'file' is required", param="file")
-    return bytes(data), filename, fields
+    upload = form.files[0]
+    return upload.data, upload.filename or "audio", form.fields
 
 
 def _field(fields: dict[str, list[str]], name: str, default: str = "") -> str:
@@ -102,7 +88,7 @@ def verbose(result: Transcription, task: str, words: bool, temperature: float) -
 async def _handle(request: web.Request, translate: bool) -> web.Response:
     actor = require(request, "models.use")
     appliance = appliance_of(request)
-    data, filename, fields = await read_form(request)
+    data, filename, fields = await read_audio_form(request)
     wanted = _field(fields, "model")
     if wanted in ("", "whisper-1"):
         wanted = _default_transcriber(request)

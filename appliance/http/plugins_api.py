@@ -8,11 +8,12 @@ import re
 import tempfile
 from pathlib import Path
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
 from appliance.core import Event
 from appliance.errors import ApplianceError, BadRequest
 from appliance.http.middleware import require
+from appliance.http.multipart import read_form
 from appliance.keys import appliance_of, request_id_of
 from appliance.plugin_admin import install, remove, set_enabled
 
@@ -40,26 +41,16 @@ async def upload(request: web.Request) -> web.Response:
     require(request, "plugins.manage")
     if not request.content_type.startswith("multipart/"):
         raise BadRequest("send multipart/form-data with 'file' (a .whl) and 'sha256'")
-    reader = await request.multipart()
-    sha256 = ""
+    form = await read_form(request, appliance_of(request).settings.max_body_bytes, ("file",))
+    sha256 = form.value("sha256").lower()
     with tempfile.TemporaryDirectory() as tmp:
         wheel: Path | None = None
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
-                continue
-            if part.name == "sha256":
-                sha256 = (await part.text()).strip().lower()
-            elif part.name == "file":
-                filename = Path(part.filename or "").name
-                if not _WHEEL_NAME.match(filename):
-                    raise BadRequest(f"{filename!r} is not a wheel file name", param="file")
-                wheel = Path(tmp) / filename
-                data = bytearray()
-                while chunk := await part.read_chunk():
-                    data.extend(chunk)
-                    if len(data) > appliance_of(request).settings.max_body_bytes:
-                        raise BadRequest("the wheel exceeds the upload limit", param="file")
-                await asyncio.to_thread(wheel.write_bytes, bytes(data))
+        for part in form.files:
+            filename = Path(part.filename).name
+            if not _WHEEL_NAME.match(filename):
+                raise BadRequest(f"{filename!r} is not a wheel file name", param="file")
+            wheel = Path(tmp) / filename
+            await asyncio.to_thread(wheel.write_bytes, part.data)
         if wheel is None:
             raise BadRequest("'file' (the wheel) is required", param="file")
         if len(sha256) != 64:

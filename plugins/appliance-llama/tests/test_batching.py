@@ -303,3 +303,30 @@ async def test_logit_bias_is_applied_per_sequence(aiohttp_client: Any, home: Pat
         },
     )
     assert bad.status == 400 and "logit_bias" in (await bad.json())["error"]["message"]
+
+
+async def test_hostile_text_is_a_400_before_any_stream(aiohttp_client: Any, home: Path) -> None:
+    client = await batched_client(aiohttp_client, home)
+    empty = await client.post(
+        "/v1/completions", json={"model": CHAT, "prompt": "", "max_tokens": 4, "stream": True}
+    )
+    assert empty.status == 200  # the model's BOS token is a prompt: it simply continues
+    assert "data: [DONE]" in await empty.text()
+    raw = (
+        b'{"model": "smollm2:135m", "stream": true, '
+        b'"messages": [{"role": "user", "content": "\\ud800"}]}'
+    )
+    lone = await client.post(
+        "/v1/chat/completions", data=raw, headers={"Content-Type": "application/json"}
+    )
+    assert lone.status == 400 and "surrogate" in (await lone.json())["error"]["message"]
+    over = await client.post(
+        "/v1/chat/completions",
+        json={
+            "model": CHAT,
+            "stream": True,
+            "messages": [{"role": "user", "content": "word " * 3000}],
+        },
+    )
+    assert over.status == 400
+    assert (await over.json())["error"]["code"] == "context_length_exceeded"

@@ -9,20 +9,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 from pydantic import BaseModel, Field
 
-from appliance import BadRequest, Migration, hookimpl
+from appliance import BadRequest, Migration, hookimpl, message_text, read_form
 from appliance.capabilities.retrieve import ContextChunk, DocumentLoader
-from appliance.errors import PayloadTooLarge
-from appliance.history.conversations import message_text
 from appliance.http.middleware import read_json, require
 from appliance.http.validation import parse_body
 from appliance.keys import appliance_of
 from appliance_rag.cli import rag_cli
 from appliance_rag.index import create_tables
 from appliance_rag.loaders import LOADERS
-from appliance_rag.service import Collections
+from appliance_rag.service import UPLOADS, Collections
 
 if TYPE_CHECKING:
     from appliance.core import Appliance
@@ -113,7 +111,7 @@ class CollectionIn(BaseModel):
 
 
 def uploads_dir(appliance: Appliance, name: str) -> Path:
-    return appliance.settings.home / "rag-uploads" / name
+    return appliance.settings.home / UPLOADS / name
 
 
 class QueryIn(BaseModel):
@@ -155,23 +153,14 @@ async def upload_files(request: web.Request) -> web.Response:
         raise BadRequest("send multipart/form-data with one or more 'file' fields")
     target = uploads_dir(appliance, name)
     target.mkdir(parents=True, exist_ok=True)
-    limit = appliance.settings.max_body_bytes
-    saved, total = [], 0
-    reader = await request.multipart()
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader) or part.name != "file":
-            continue
-        filename = Path(part.filename or "").name
+    form = await read_form(request, appliance.settings.max_body_bytes, ("file",))
+    saved = []
+    for part in form.files:
+        filename = Path(part.filename).name
         suffix = Path(filename).suffix.lower()
         if not filename or filename.startswith(".") or suffix not in collections.loaders:
             raise BadRequest(f"{filename!r}: unsupported file type", param="file")
-        data = bytearray()
-        while chunk := await part.read_chunk():
-            data.extend(chunk)
-            total += len(chunk)
-            if total > limit:
-                raise PayloadTooLarge(f"uploads exceed the limit of {limit} bytes")
-        await asyncio.to_thread((target / filename).write_bytes, bytes(data))
+        await asyncio.to_thread((target / filename).write_bytes, part.data)
         saved.append(filename)
     if not saved:
         raise BadRequest("'file' is required", param="file")

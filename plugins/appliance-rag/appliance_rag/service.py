@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from appliance.capabilities.retrieve import ContextChunk, DocumentLoader, Retriever
-from appliance.errors import BadRequest, Conflict, NotFound
+from appliance.errors import BadRequest, Conflict, Forbidden, NotFound
 from appliance_rag import index
 
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 EMBED_BATCH = 32
+UPLOADS = "rag-uploads"
 
 
 class Collections(Retriever):
@@ -47,6 +48,24 @@ class Collections(Retriever):
             vectors.extend(result.vectors)
         return np.array(vectors, dtype=np.float32)
 
+    def _check_allowed(self, root: Path) -> None:
+        """A root (symlinks resolved) must lie under ``rag_roots`` and apart from the box's home."""
+        settings = self.appliance.settings
+        real = root.resolve()
+        home = settings.home.resolve()
+        if real.is_relative_to(home / UPLOADS):
+            return  # files uploaded over the API for a collection
+        allowed = [r.resolve() for r in settings.rag_roots]
+        if real == home or real.is_relative_to(home) or home.is_relative_to(real):
+            raise Forbidden(f"{root}: the box's own files cannot be a collection", param="paths")
+        if not any(real == r or real.is_relative_to(r) for r in allowed):
+            listed = ", ".join(str(r) for r in settings.rag_roots) or "(none)"
+            raise Forbidden(
+                f"{root} resolves to {real}, outside the folders IT allows for collections "
+                f"(rag_roots: {listed})",
+                param="paths",
+            )
+
     async def create(self, name: str, roots: list[Path], globs: list[str]) -> dict[str, Any]:
         if not roots:
             raise BadRequest("give at least one folder or file", param="paths")
@@ -55,6 +74,7 @@ class Collections(Retriever):
                 raise BadRequest(f"{root}: give an absolute path without '..'", param="paths")
             if not root.exists():
                 raise BadRequest(f"{root} does not exist (is the share mounted?)", param="paths")
+            self._check_allowed(root)
         exists = await self.appliance.db.read(
             lambda db: bool(list(db.table("rag_collections").rows_where("name = ?", [name])))
         )

@@ -79,7 +79,7 @@ async def test_collection_ingests_searches_and_reports_bad_files(
     created = await client.post(
         "/appliance/rag/collections", json={"name": "office", "paths": [str(docs)]}
     )
-    assert created.status == 201
+    assert created.status == 201, await created.text()
     status = await wait_ready(client, "office")
     assert status["files"] == 8 and status["chunks"] >= 8
     assert [e["path"] for e in status["errors"]] == [str(docs / "broken.pdf")]
@@ -155,6 +155,22 @@ async def test_paths_are_confined(make_client: ClientFactory, tmp_path: Path) ->
         )
     ).json()
     assert all("hunter2" not in r["text"] for r in hits["results"])
+
+
+async def test_roots_outside_the_allowed_folders_are_refused(
+    make_client: ClientFactory, tmp_path: Path, home: Path
+) -> None:
+    client = await rag_client(make_client)
+    link = tmp_path / "share-link"
+    link.symlink_to("/etc")
+    for bad in ("/etc", "/etc/passwd", str(home), str(link), "/"):
+        response = await client.post(
+            "/appliance/rag/collections", json={"name": "leak", "paths": [bad]}
+        )
+        assert response.status == 403, (bad, await response.text())
+        message = (await response.json())["error"]["message"]
+        assert "rag_roots" in message or "box's own files" in message
+    assert (await client.get("/appliance/rag/collections/leak")).status == 404
 
 
 async def test_roles_and_concurrent_queries_during_ingestion(
@@ -246,6 +262,7 @@ def test_cli_add_status_reindex_remove(tmp_path: Path, corpus: Corpus) -> None:
         "APPLIANCE_LOAD_PLUGINS": "echo,rag",
         "APPLIANCE_EMBED_MODEL": "echo-embed",
         "APPLIANCE_CALIBRATE_AT_START": "false",
+        "APPLIANCE_RAG_ROOTS": str(tmp_path),
     }
     runner = CliRunner()
     added = runner.invoke(cli, ["rag", "add", "office", str(docs)], env=env)
