@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance import __version__
 from appliance.auth import Actor
+from appliance.brake import FailureBrake
 from appliance.hardware.calibrate import (
     Calibration,
     calibrate,
@@ -83,6 +84,7 @@ class Appliance:
         self.catalog = load_catalog()
         self.store = ModelStore(settings.models_dir, self.catalog)
         self.scheduler = Scheduler(settings.queue_size, settings.keep_alive_s)
+        self.auth_brake = FailureBrake()
         self._background: set[asyncio.Task[Any]] = set()
 
     def detect(self) -> Choice:

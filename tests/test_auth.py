@@ -109,3 +109,24 @@ async def test_requests_are_audited(make_client: ClientFactory) -> None:
     assert ("GET /v1/models", 200, "user") in requests
     assert ("GET /appliance/plugins", 403, "user") in requests
     assert all(r["address"] for r in rows if r["action"] == "request")
+
+
+async def test_guessing_tokens_is_braked_per_address_and_valid_tokens_pass(
+    make_client: ClientFactory,
+) -> None:
+    client = await make_client(load_plugins=("echo",))
+    good = new_token(client, "user")
+    statuses = []
+    for i in range(14):
+        response = await client.get("/v1/models", headers={"Authorization": f"Bearer apl_wrong{i}"})
+        statuses.append(response.status)
+    assert statuses[:10] == [401] * 10
+    assert set(statuses[10:]) == {429}
+    assert int(response.headers["Retry-After"]) >= 1
+    assert (await response.json())["error"]["code"] == "too_many_failed_attempts"
+    ok = await client.get("/v1/models", headers={"Authorization": f"Bearer {good}"})
+    assert ok.status == 200
+    audit = client.app[APPLIANCE].db.write_sync(
+        lambda db: [r["status"] for r in db.table("audit").rows if r["status"] in (401, 429)]
+    )
+    assert audit.count(429) >= 1 and audit.count(401) >= 10

@@ -109,7 +109,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             actor = OPEN_ACTOR
     set_actor(request, actor)
     if actor is None and request.path not in PUBLIC_PATHS and request.method != "OPTIONS":
+        address = request.remote or ""
+        appliance.auth_brake.check(address)
         if "Authorization" in request.headers:
+            appliance.auth_brake.failed(address)
             raise Unauthorized(
                 "the bearer token is not valid or was revoked", code="invalid_api_key"
             )
