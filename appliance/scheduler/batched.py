@@ -139,11 +139,14 @@ class BatchWorker:
                     self._step()
                 elif not self.pending and self.model.loaded and time.time() >= self.expires_at:
                     self._unload()
-            except Exception as exc:  # the worker survives; its requests fail clearly
+            except Exception:  # the worker survives; its requests fail clearly
                 log.exception(
                     "model %s failed; failing its requests and carrying on", self.model.name
                 )
-                self._fail_all(ApplianceError(f"the model {self.model.name} failed: {exc}"))
+                # Logged above; clients get a message without the engine's internals.
+                self._fail_all(
+                    ApplianceError(f"the model {self.model.name} failed while answering; retry")
+                )
 
     def _drain_inbox(self) -> None:
         while True:

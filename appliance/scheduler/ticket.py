@@ -18,7 +18,7 @@ MAX_KEEP_ALIVE_S = 10 * 365 * 86400.0
 
 def expiry(keep_alive_s: float) -> float:
     """The wall-clock time a keep-alive ends; negative or infinite means never."""
-    if keep_alive_s < 0 or math.isinf(keep_alive_s) or keep_alive_s > MAX_KEEP_ALIVE_S:
+    if keep_alive_s < 0 or keep_alive_s >= MAX_KEEP_ALIVE_S or math.isinf(keep_alive_s):
         return math.inf
     return time.time() + keep_alive_s
 
