@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import appliance_llama.engine  # noqa: F401  (quiets llama.cpp's load chatter)
@@ -36,6 +37,7 @@ TEMPLATE = (
     "<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 )
 SLOTS = 8
+ROUNDS = 3
 
 
 def prompt(i: int) -> str:
@@ -150,45 +152,61 @@ async def llama_server(binary: str, path: Path) -> AsyncIterator[str]:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(300):
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(url + "/health") as response:
-                        if response.status == 200:
-                            break
-                await asyncio.sleep(0.1)
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True)
+        ) as session:
+            for _ in range(300):  # until it answers a chat (its /health says ok while loading)
+                with contextlib.suppress(aiohttp.ClientError, AssertionError):
+                    await stream(session, url, "hi", 2)
+                    break
+                await asyncio.sleep(0.2)
         yield url
     finally:
         proc.terminate()
         await proc.wait()
 
 
-async def measure(server: contextlib.AbstractAsyncContextManager[str]) -> dict[str, float]:
-    async with server as url, aiohttp.ClientSession() as session:
-        await stream(session, url, prompt(0), 8)  # load the model once
-        out = {
-            str(n): median([await http_aggregate(session, url, n) for _ in range(2)])
-            for n in (1, 2, 4, 8)
-        }
-        out["idle"], out["busy"] = await late_first_token(session, url)
-    return out
+async def measure(servers: dict[str, contextlib.AbstractAsyncContextManager[str]]) -> Any:
+    """Every figure for every server, taken in turns (round by round) so that a slow spell of
+    the machine weighs on all of them alike."""
+    figures: dict[str, dict[str, list[float]]] = {name: {} for name in servers}
+    # A new connection per request for every server (llama-server drops kept-alive streams).
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with contextlib.AsyncExitStack() as stack:
+        urls = {name: await stack.enter_async_context(cm) for name, cm in servers.items()}
+        session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
+        for url in urls.values():
+            await stream(session, url, prompt(0), 8)  # load the model once
+        for _ in range(ROUNDS):
+            for name, url in urls.items():
+                for n in (1, 2, 4, 8):
+                    value = await http_aggregate(session, url, n)
+                    figures[name].setdefault(str(n), []).append(value)
+                idle, busy = await late_first_token(session, url)
+                figures[name].setdefault("idle", []).append(idle)
+                figures[name].setdefault("busy", []).append(busy)
+    return {name: {k: median(v) for k, v in f.items()} for name, f in figures.items()}
 
 
 async def main() -> None:
     catalog = load_catalog()
     path = ModelStore(MODELS_DIR, catalog).verified_path(catalog.get(MODEL))
-    ceiling = {str(n): engine_ceiling(path, n) for n in (1, 2, 4, 8)}
-    with tempfile.TemporaryDirectory() as home:
-        box = await measure(serve_process(Path(home), "llama", {"APPLIANCE_PARALLEL": str(SLOTS)}))
+    ceiling = {str(n): median([engine_ceiling(path, n) for _ in range(2)]) for n in (1, 2, 4, 8)}
     peer = os.environ.get("LLAMA_SERVER")
-    columns = {"engine (no server)": ceiling, "appliance HTTP": box}
-    if peer:
-        columns[f"llama-server -np {SLOTS} -kvu"] = await measure(llama_server(peer, path))
+    peer_name = f"llama-server -np {SLOTS} -kvu"
+    with tempfile.TemporaryDirectory() as home:
+        servers = {
+            "appliance HTTP": serve_process(Path(home), "llama", {"APPLIANCE_PARALLEL": str(SLOTS)})
+        }
+        if peer:
+            servers[peer_name] = llama_server(peer, path)
+        measured = await measure(servers)
+    columns = {"engine (no server)": ceiling, **measured}
     print("aggregate decode tokens/s" + "".join(f"{name:>28}" for name in columns))
     for n in ("1", "2", "4", "8"):
         print(f"  {n} stream(s)            " + "".join(f"{c[n]:28.1f}" for c in columns.values()))
     engine_ratio = ceiling["4"] / ceiling["1"]
-    for name, figures in list(columns.items())[1:]:
+    for name, figures in measured.items():
         ratio = figures["4"] / figures["1"]
         print(
             f"{name}: 4/1 {ratio:.2f}, over the engine's 4/1 ({engine_ratio:.2f}) "
@@ -197,7 +215,7 @@ async def main() -> None:
             f"ms: {figures['busy'] / figures['idle']:.2f}x (target <= 2)"
         )
     if peer:
-        theirs = columns[f"llama-server -np {SLOTS} -kvu"]
+        box, theirs = measured["appliance HTTP"], measured[peer_name]
         print(
             f"appliance / llama-server: 1 stream {box['1'] / theirs['1']:.2f}, "
             f"4 streams {box['4'] / theirs['4']:.2f} (target > 1 on both)"

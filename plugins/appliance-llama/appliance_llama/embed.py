@@ -75,11 +75,7 @@ class LlamaEmbedder(Embedder):
         n = 0
         for seq_id, tokens in enumerate(pack):
             for pos, token in enumerate(tokens):
-                batch.token[n] = token
-                batch.pos[n] = pos
-                batch.n_seq_id[n] = 1
-                batch.seq_id[n][0] = seq_id
-                batch.logits[n] = True
+                engine.put_row(n, token, pos, seq_id, True)
                 n += 1
         batch.n_tokens = n
         if engine.memory:

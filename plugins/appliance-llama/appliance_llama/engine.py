@@ -177,6 +177,15 @@ class LlamaEngine:
         llama_cpp.llama_memory_seq_rm(self.memory, slot.id, -1, -1)
         slot.tokens.clear()
 
+    def put_row(self, row: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
+        """Row ``row`` of the batch: ``token`` at ``pos`` of sequence ``seq_id``."""
+        batch = self.batch.batch
+        batch.token[row] = token
+        batch.pos[row] = pos
+        batch.n_seq_id[row] = 1
+        batch.seq_id[row][0] = seq_id
+        batch.logits[row] = logits
+
     # One step.
     def step(self, sequences: Seq[Sequence]) -> list[Output]:
         outputs: list[Output] = []
@@ -222,11 +231,7 @@ class LlamaEngine:
 
         def put(token: int, pos: int, seq_id: int, logits: bool) -> None:
             nonlocal n
-            batch.token[n] = token
-            batch.pos[n] = pos
-            batch.n_seq_id[n] = 1
-            batch.seq_id[n][0] = seq_id
-            batch.logits[n] = logits
+            self.put_row(n, token, pos, seq_id, logits)
             n += 1
 
         for seq in sequences:

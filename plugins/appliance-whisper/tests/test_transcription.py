@@ -44,7 +44,7 @@ def librivox() -> list[tuple[Path, str]]:
                 "--quiet",
                 "--no-deps",
                 "--no-binary",
-                ":all:",
+                "pocketsphinx",  # its build tools come as wheels (from source: minutes)
                 "-d",
                 str(CACHE),
                 "pocketsphinx==5.1.1",
