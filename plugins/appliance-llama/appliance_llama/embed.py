@@ -2,8 +2,9 @@
 
 Several texts share one ``llama_decode``: each gets its own sequence id and its pooled vector is
 read with ``llama_get_embeddings_seq``. Texts are packed up to :data:`PACK_TOKENS` a call, since
-attention inside one batch grows with the square of its tokens (chosen by measurement with
-``bench/parallel.py --embed``).
+attention inside one batch grows with the square of its tokens. Measured here (all-MiniLM-L6-v2,
+2 threads), texts/s for 64 short questions / 32 texts of ~250 tokens: one text a call 148 / 9.1,
+packs of 256 tokens 205 / 9.1, 512 tokens 228 / 9.8, 1,024 tokens 210 / 8.2.
 """
 
 from __future__ import annotations
