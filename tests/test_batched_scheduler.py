@@ -17,6 +17,8 @@ from appliance import (
     BadRequest,
     BatchedChatModel,
     ChatRequest,
+    Embedder,
+    EmbeddingResult,
     GenerationChunk,
     GenerationRequest,
     ModelInfo,
@@ -285,3 +287,38 @@ async def test_keep_alive_cannot_stop_a_model_for_everyone(make_client: ClientFa
     again = await client.post("/api/chat", json=body)
     assert again.status == 200
     assert (await again.json())["message"]["content"] == "q1 q2 q3 "
+
+
+class CountingEmbedder(Embedder):
+    """Records each embed call's texts; the first call is slow so others queue behind it."""
+
+    info = ModelInfo(name="counting-embed")
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def embed(self, texts: list[str]) -> EmbeddingResult:
+        self.calls.append(list(texts))
+        if len(self.calls) == 1:
+            time.sleep(0.3)
+        return EmbeddingResult(
+            vectors=[[float(len(t))] for t in texts],
+            prompt_tokens=len(texts),
+            token_counts=[1] * len(texts),
+        )
+
+
+async def test_embedding_requests_waiting_together_share_one_call() -> None:
+    embedder = CountingEmbedder()
+    scheduler = Scheduler()
+    try:
+        first = asyncio.create_task(scheduler.embed(embedder, ["a"]))
+        await asyncio.sleep(0.1)  # the first call is running
+        rest = [scheduler.embed(embedder, ["b" * i, "c"]) for i in range(1, 5)]
+        results = await asyncio.gather(first, *rest)
+        assert len(embedder.calls) == 2, embedder.calls
+        assert len(embedder.calls[1]) == 8
+        for i, result in enumerate(results[1:], start=1):
+            assert result.vectors == [[float(i)], [1.0]] and result.prompt_tokens == 2
+    finally:
+        scheduler.shutdown()

@@ -171,7 +171,8 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest("the request body must be a JSON object")
     try:  # "\ud800" escapes decode to lone surrogates, which no engine or database can store
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
+        if b"\\ud" in raw.lower():
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise BadRequest(
             "the request body holds text that is not valid Unicode (a lone surrogate such as "

@@ -52,8 +52,8 @@ async def read_form(request: web.Request, limit: int, file_fields: tuple[str, ..
 
 
 async def _read(request: web.Request, limit: int, file_fields: tuple[str, ...]) -> Form:
-    boundary = request.content_type and request.headers.get("Content-Type", "")
-    if "boundary=" not in boundary or boundary.rstrip().endswith(("boundary=", 'boundary=""')):
+    header = request.headers.get("Content-Type", "").rstrip()
+    if "boundary=" not in header or header.endswith(("boundary=", 'boundary=""')):
         raise BadRequest("the multipart body has no boundary")
     form = Form()
     total = 0

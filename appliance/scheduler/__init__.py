@@ -236,13 +236,6 @@ class Scheduler:
             if w.model.loaded
         ]
 
-    def status(self, name: str) -> LoadedModel | None:
-        """Slots and queue of one model (None when it has no worker yet)."""
-        worker = self._workers.get(name)
-        if worker is None:
-            return None
-        return LoadedModel(name, worker.expires_at, worker.queued, worker.slots, worker.slots_busy)
-
     def usage(self) -> list[dict[str, Any]]:
         """Each loaded model's slots (busy and free) and waiting line, for /api/ps and IT."""
         return [

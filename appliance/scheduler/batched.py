@@ -20,7 +20,7 @@ from typing import Any
 from appliance.capabilities.chat import BatchedChatModel, GenerationRequest
 from appliance.errors import ApplianceError, Overloaded
 from appliance.scheduler.fair import FairQueue
-from appliance.scheduler.ticket import END, Ticket, emit_all, expiry, wait_for
+from appliance.scheduler.ticket import END, Ticket, emit_all, expiry, load_if_needed, wait_for
 
 log = logging.getLogger(__name__)
 _STOP = object()
@@ -107,15 +107,8 @@ class BatchWorker:
             self.pending.push(ticket.caller, ticket)
         ready(None)
 
-    def ensure_loaded(self, ticket: Ticket | None = None) -> None:
-        if self.model.loaded:
-            return
-        started = time.monotonic()
-        self.model.load()
-        elapsed = (time.monotonic() - started) * 1000
-        if ticket is not None:
-            ticket.load_ms = elapsed
-        log.info("loaded model %s in %.0f ms", self.model.name, elapsed)
+    def ensure_loaded(self, ticket: Ticket) -> None:
+        ticket.load_ms = load_if_needed(self.model)
 
     def _run(self) -> None:
         while True:

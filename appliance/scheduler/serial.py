@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from appliance.errors import ApplianceError, Overloaded
-from appliance.scheduler.ticket import END, Ticket, expiry, wait_for
+from appliance.scheduler.ticket import END, Ticket, expiry, load_if_needed, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class ModelWorker:
             job.queued_ms = (time.monotonic() - job.enqueued_at) * 1000
         self.busy = True
         try:
-            load_ms = self._ensure_loaded()
+            load_ms = load_if_needed(self.model)
             if live:
                 result = self.model.embed([text for job in live for text in job.texts])  # type: ignore[attr-defined]
                 counts = result.token_counts or [0] * len(result.vectors)
@@ -160,15 +160,6 @@ class ModelWorker:
                 self.expires_at = expiry(keep)
                 job.emit(END)
 
-    def _ensure_loaded(self) -> float:
-        if self.model.loaded:
-            return 0.0
-        started = time.monotonic()
-        self.model.load()
-        load_ms = (time.monotonic() - started) * 1000
-        log.info("loaded model %s in %.0f ms", self.model.name, load_ms)
-        return load_ms
-
     def _unload(self) -> None:
         # Until the next job: a model that stays loaded (or fails to unload) is not retried.
         self.expires_at = math.inf
@@ -185,7 +176,7 @@ class ModelWorker:
             return
         self.busy = True
         try:
-            job.load_ms = self._ensure_loaded()
+            job.load_ms = load_if_needed(self.model)
             result = job.fn(job.cancel_event)
             if isinstance(result, Iterator):
                 try:

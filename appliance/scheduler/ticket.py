@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import threading
 import time
@@ -10,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+log = logging.getLogger(__name__)
 END = object()
 # A keep-alive is waited out in steps no longer than this, so "forever" never overflows a timeout.
 LONGEST_WAIT_S = 3600.0
@@ -25,6 +27,17 @@ def expiry(keep_alive_s: float) -> float:
 
 def wait_for(expires_at: float) -> float:
     return max(0.0, min(expires_at - time.time(), LONGEST_WAIT_S))
+
+
+def load_if_needed(model: Any) -> float:
+    """Load ``model`` unless it is loaded; return the milliseconds it took (0 when loaded)."""
+    if model.loaded:
+        return 0.0
+    started = time.monotonic()
+    model.load()
+    elapsed = (time.monotonic() - started) * 1000
+    log.info("loaded model %s in %.0f ms", model.name, elapsed)
+    return elapsed
 
 
 def _deliver(items: list[tuple[Ticket, Any]]) -> None:
