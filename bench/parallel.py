@@ -196,7 +196,11 @@ async def main() -> None:
     peer_name = f"llama-server -np {SLOTS} -kvu"
     with tempfile.TemporaryDirectory() as home:
         servers = {
-            "appliance HTTP": serve_process(Path(home), "llama", {"APPLIANCE_PARALLEL": str(SLOTS)})
+            "appliance HTTP": serve_process(
+                Path(home),
+                "llama",
+                {"APPLIANCE_PARALLEL": str(SLOTS), "APPLIANCE_CALIBRATE_AT_START": "false"},
+            )
         }
         if peer:
             servers[peer_name] = llama_server(peer, path)
