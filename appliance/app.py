@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack
+from typing import Any
 
 from aiohttp import web
 
 from appliance.auth import active_token_count, create_token
 from appliance.core import Appliance, Event
 from appliance.errors import SettingsError
+from appliance.hookcall import describe
 from appliance.http import admin, audio, conversations, ollama, openai, plugins_api
 from appliance.http.middleware import auth_middleware, errors_middleware
 from appliance.jobs import JobRunner
@@ -21,6 +25,7 @@ from appliance.plugins import Plugins
 from appliance.settings import Settings
 
 log = logging.getLogger(__name__)
+FIRST_TOKEN_FILE = "first-admin-token"
 
 
 def create_app(
@@ -57,18 +62,40 @@ def _route_prefix(appliance: Appliance, name: str) -> str:
     return f"/appliance/{name}" if wanted == f"/appliance/{name}" else f"/plugins/{name}"
 
 
+def _route_defs(answer: Any) -> list[web.AbstractRouteDef]:
+    """What a plugin returned, flattened: RouteDefs, StaticDefs, RouteTableDefs, lists of them."""
+    if isinstance(answer, web.AbstractRouteDef):
+        return [answer]
+    if isinstance(answer, (str, bytes)) or not isinstance(answer, Iterable):
+        raise TypeError(f"register_routes returned {answer!r}, not aiohttp route definitions")
+    found: list[web.AbstractRouteDef] = []
+    for item in answer:
+        found.extend(_route_defs(item))
+    return found
+
+
 def _mount_plugin_routes(app: web.Application, appliance: Appliance) -> None:
-    for name, route_defs in appliance.plugins.call_each("register_routes", appliance=appliance):
+    """Each plugin's routes become its own sub-app under its prefix, registered by aiohttp
+    itself; whatever goes wrong is that plugin's load error, and the box goes on."""
+    for answer in appliance.plugins.call(
+        "register_routes", on_error="unregister", appliance=appliance
+    ):
+        name = answer.plugin
         prefix = _route_prefix(appliance, name)
-        for route in route_defs:
-            if not isinstance(route, web.RouteDef):
-                appliance.plugins.fail(name, f"register_routes returned {route!r}, not a RouteDef")
-                break
-            path = route.path if route.path.startswith("/") else "/" + route.path
-            app.router.add_route(route.method, f"{prefix}{path}", route.handler, **route.kwargs)
-            record = appliance.plugins.records.get(name)
-            if record is not None:
-                record.routes.append(f"{route.method} {prefix}{path}")
+        sub = web.Application(client_max_size=appliance.settings.max_body_bytes)
+        try:
+            sub.router.add_routes(_route_defs(answer.value))
+            app.add_subapp(prefix, sub)
+        except Exception as exc:
+            appliance.plugins.fail(name, f"register_routes failed: {describe(exc)}")
+            continue
+        record = appliance.plugins.records.get(name)
+        if record is not None:
+            record.routes = [
+                f"{route.method} {route.resource.canonical}"
+                for route in sub.router.routes()
+                if route.resource is not None and route.method != "HEAD"
+            ]
 
 
 def ensure_admin_token(appliance: Appliance) -> str | None:
@@ -90,6 +117,29 @@ def ensure_admin_token(appliance: Appliance) -> str | None:
     return token
 
 
+def hand_over_first_token(appliance: Appliance, token: str) -> None:
+    """Give IT the first admin token without it reaching the service journal: a file only the
+    box's user can read (read it once, then delete it), and the terminal when one is attached."""
+    path = appliance.settings.home / FIRST_TOKEN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    os.chmod(path, 0o600)
+    log.warning(
+        "first start: an admin token was created and written to %s (readable by this user "
+        "only); read it, keep it safe, and delete the file",
+        path,
+    )
+    if sys.stdout.isatty():
+        banner = "=" * 72
+        print(
+            f"{banner}\nFirst start: an admin token was created. It is shown only this once:\n"
+            f"\n    {token}\n\nKeep it safe; create user tokens with it.\n{banner}",
+            flush=True,
+        )
+
+
 async def _core_lifespan(app: web.Application) -> AsyncIterator[None]:
     appliance = app[APPLIANCE]
     appliance.open()
@@ -97,19 +147,12 @@ async def _core_lifespan(app: web.Application) -> AsyncIterator[None]:
     try:
         token = ensure_admin_token(appliance)
         if token is not None:
-            banner = "=" * 72
-            print(
-                f"{banner}\nFirst start: an admin token was created. It is shown only this once:\n"
-                f"\n    {token}\n\nKeep it safe; create user tokens with it.\n{banner}",
-                flush=True,
+            hand_over_first_token(appliance, token)
+        elif await appliance.is_open():
+            log.warning(
+                "no tokens exist and the box listens on loopback only: running OPEN "
+                "(anyone on this machine is admin). Create a token to require auth."
             )
-        elif appliance.settings.is_loopback:
-            has_tokens = appliance.db.read_sync(lambda db: active_token_count(db) > 0)
-            if not has_tokens:
-                log.warning(
-                    "no tokens exist and the box listens on loopback only: running OPEN "
-                    "(anyone on this machine is admin). Create a token to require auth."
-                )
         default = appliance.default_chat_model()
         if appliance.settings.load_at_start and default:
             await appliance.scheduler.load(appliance.registry.chat.get(default).backend)
@@ -123,6 +166,7 @@ async def _core_lifespan(app: web.Application) -> AsyncIterator[None]:
     finally:
         await appliance.jobs.stop()
         await appliance.drain()
+        await appliance.zeroconf.close()
         appliance.close()
 
 
@@ -145,9 +189,11 @@ async def _first_calibration(appliance: Appliance) -> None:
 async def _plugin_lifespans(app: web.Application) -> AsyncIterator[None]:
     appliance = app[APPLIANCE]
     async with AsyncExitStack() as stack:
-        for name, manager in appliance.plugins.call_each("lifespan", appliance=appliance):
+        for answer in appliance.plugins.call(
+            "lifespan", on_error="unregister", appliance=appliance
+        ):
             try:
-                await stack.enter_async_context(manager)
+                await stack.enter_async_context(answer.value)
             except Exception as exc:
-                appliance.plugins.fail(name, f"lifespan failed to start: {exc}")
+                appliance.plugins.fail(answer.plugin, f"lifespan failed to start: {describe(exc)}")
         yield

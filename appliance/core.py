@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from appliance import __version__
-from appliance.auth import Actor
+from appliance.auth import Actor, active_token_count
 from appliance.brake import FailureBrake
+from appliance.discovery.zeroconf import Zeroconf
+from appliance.errors import Forbidden
 from appliance.hardware.calibrate import (
     Calibration,
     calibrate,
@@ -26,10 +30,11 @@ from appliance.history.conversations import purge_older_than
 from appliance.history.db import HistoryDB
 from appliance.history.migrations import Migration, apply_migrations
 from appliance.history.schema import CORE_MIGRATIONS
+from appliance.hookcall import PerPlugin
 from appliance.models.catalog import load_catalog
 from appliance.models.store import ModelStore
 from appliance.plugins import Plugins
-from appliance.registry import Registry
+from appliance.registry import ModelKind, Registered, Registry, canonical_name
 from appliance.scheduler import Scheduler
 from appliance.settings import Settings
 
@@ -37,6 +42,14 @@ if TYPE_CHECKING:
     from appliance.capabilities.retrieve import ContextChunk
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StateKey(Generic[T]):
+    """Names a plugin's per-appliance state: ``KEY = StateKey[Collections]("rag")``."""
+
+    name: str
 
 
 @dataclass(frozen=True)
@@ -86,15 +99,15 @@ class Appliance:
         self.scheduler = Scheduler(settings.queue_size, settings.keep_alive_s)
         self.auth_brake = FailureBrake()
         self._background: set[asyncio.Task[Any]] = set()
+        self._state: dict[StateKey[Any], Any] = {}
+        self.zeroconf = Zeroconf(settings.host)
 
     def detect(self) -> Choice:
         """Probe the hardware, pick the profile, and choose the models that fit."""
         settings = self.settings
         self.facts = probe(settings.hardware_root, settings.home)
         profiles = load_profiles([BUILTIN_DIR, settings.home / "hw-profiles"])
-        chosen = self.plugins.call_first(
-            "select_hardware_profile", facts=self.facts, profiles=profiles
-        )
+        chosen = self.plugins.first("select_hardware_profile", facts=self.facts, profiles=profiles)
         self.profile = chosen if isinstance(chosen, HardwareProfile) else GENERIC
         self.calibration = load_calibration(settings.home, self.profile)
         self.choice = choose(
@@ -106,14 +119,50 @@ class Appliance:
         )
         return self.choice
 
+    def default_model(self, kind: ModelKind) -> str | None:
+        """The one rule for "the box's model" of a kind: the setting (``chat_model``,
+        ``embed_model``), else the hardware choice when it is served, else the first served."""
+        served = self.registry.of_kind(kind)
+        for name in (self._configured_model(kind), self._chosen_model(kind)):
+            if name and name in served:
+                return canonical_name(name)
+        names = served.names()
+        return names[0] if names else None
+
+    def _configured_model(self, kind: ModelKind) -> str:
+        return {"chat": self.settings.chat_model, "embed": self.settings.embed_model}.get(kind, "")
+
+    def _chosen_model(self, kind: ModelKind) -> str:
+        choice = self.choice
+        if choice is None:
+            return ""
+        if kind == "chat":
+            return choice.chat.model if choice.chat else ""
+        return choice.embed_model if kind == "embed" else choice.transcribe_model
+
     def default_chat_model(self) -> str | None:
-        """The ``chat_model`` setting, else the hardware choice when served, else the first."""
-        served = self.registry.chat.names()
-        chosen = self.choice.chat.model if self.choice and self.choice.chat else ""
-        for name in (self.settings.chat_model, chosen):
-            if name and name in self.registry.chat:
-                return name
-        return served[0] if served else None
+        return self.default_model("chat")
+
+    async def is_open(self) -> bool:
+        """Whether the box runs without auth: only on loopback, and only while no token exists."""
+        if not self.settings.is_loopback:
+            return False
+        count: int = await self.db.read(lambda db: active_token_count(db))
+        return count == 0
+
+    async def auth_mode(self) -> str:
+        """What discovery tells clients: "none" for an open box, else "required"."""
+        return "none" if await self.is_open() else "required"
+
+    def state(self, key: StateKey[T], make: Callable[[], T]) -> T:
+        """Per-appliance state a plugin keeps (a service, a cache), made on first use."""
+        if key not in self._state:
+            self._state[key] = make()
+        value: T = self._state[key]
+        return value
+
+    def drop_state(self, key: StateKey[Any]) -> None:
+        self._state.pop(key, None)
 
     async def enforce_retention(self) -> int:
         """Delete history older than ``history_retention_days`` (0 keeps everything)."""
@@ -130,18 +179,18 @@ class Appliance:
         """The identity a plugin acts under; its declared PERMISSIONS decide what it may do."""
         return Actor(id=f"plugin:{name}", name=name, role="plugin", via="plugin")
 
-    def add_chat_model(self, plugin: str, model: Any) -> None:
-        """Register a chat model while serving (e.g. a preset); needs ``models.register``."""
-        from appliance.errors import Forbidden
-
+    def add_chat_model(self, plugin: str, model: Any, replace: bool = False) -> None:
+        """Register a chat model while serving (e.g. a preset); needs ``models.register``.
+        ``replace`` swaps the plugin's own model of that name."""
         if not self.allowed(self.plugin_actor(plugin), "models.register", model.name):
             raise Forbidden(f"plugin {plugin!r} did not declare the 'models.register' permission")
-        self.registry.chat.add(model.name, model, plugin)
+        if replace:
+            self.registry.chat.replace(model.name, model, plugin)
+        else:
+            self.registry.chat.add(model.name, model, plugin)
 
     def remove_chat_model(self, plugin: str, name: str) -> None:
-        if self.registry.chat.owners.get(name) == plugin:
-            del self.registry.chat.items[name]
-            del self.registry.chat.owners[name]
+        self.registry.chat.remove(name, owner=plugin)
 
     async def calibrate(self) -> Calibration | None:
         """Measure decode speed on the chosen chat model (or the served one), keep the result,
@@ -149,7 +198,7 @@ class Appliance:
         served = self.registry.chat.names()
         if not served:
             return None
-        chosen = self.choice.chat.model if self.choice and self.choice.chat else ""
+        chosen = self._chosen_model("chat")
         model = self.registry.chat.get(chosen if chosen in served else served[0])
         previous = self.calibration
         result = await calibrate(self.scheduler, model, self.profile, self.catalog, previous)
@@ -173,10 +222,11 @@ class Appliance:
     def migrate(self) -> list[tuple[str, str]]:
         migrations: list[tuple[str, Migration]] = [("core", m) for m in CORE_MIGRATIONS]
 
-        for owner, result in self.plugins.call_each(
-            "register_migrations", register=lambda o, m: migrations.append((o, m))
-        ):
-            del owner, result
+        self.plugins.call(
+            "register_migrations",
+            on_error="unregister",
+            register=lambda owner, m: migrations.append((owner, m)),
+        )
         return self.db.write_sync(lambda db: apply_migrations(db, migrations))
 
     def register_models(self) -> None:
@@ -185,42 +235,21 @@ class Appliance:
             ("register_chat_models", self.registry.chat),
             ("register_embedders", self.registry.embedders),
             ("register_transcribers", self.registry.transcribers),
+            ("register_document_loaders", self.registry.loaders),
         ):
-            caller = getattr(self.plugins.hook, hook)
-            for impl in reversed(caller.get_hookimpls()):
-                owner = impl.plugin_name
-
-                def register(item: Any, owner: str = owner, target: Any = target) -> None:
-                    target.add(item.name, item, owner)
-
-                self._call_registration(
-                    impl, hook, register=register, profile=self.profile, appliance=self
-                )
-        for impl in reversed(self.plugins.hook.register_document_loaders.get_hookimpls()):
-            owner = impl.plugin_name
-
-            def add_loader(item: Any, owner: str = owner) -> None:
-                self.registry.loaders.add(item.name, item, owner)
-
-            self._call_registration(impl, "register_document_loaders", register=add_loader)
-
-    def _call_registration(self, impl: Any, hook: str, **kwargs: Any) -> None:
-        from appliance.errors import PluginError
-
-        try:
-            impl.function(**{n: kwargs[n] for n in impl.argnames})
-        except PluginError:
-            raise
-        except Exception as exc:
-            self.plugins.fail(impl.plugin_name, f"{hook} failed: {type(exc).__name__}: {exc}")
+            self.plugins.call(
+                hook,
+                on_error="unregister",
+                register=PerPlugin(functools.partial(_adder, target)),
+                profile=self.profile,
+                appliance=self,
+            )
 
     def track(self, event: Event) -> None:
         """Tell every ``track_event`` listener; a failing listener is logged, never raised."""
-        for _, result in self.plugins.call_each(
-            "track_event", unregister_on_error=False, appliance=self, event=event
-        ):
-            if inspect.isawaitable(result):
-                self.spawn(result)
+        for answer in self.plugins.call("track_event", appliance=self, event=event):
+            if inspect.isawaitable(answer.value):
+                self.spawn(_logged(answer.plugin, answer.value))
 
     def spawn(self, awaitable: Any) -> None:
         """Run a coroutine in the background, keeping a reference until it finishes."""
@@ -234,31 +263,44 @@ class Appliance:
 
     async def prompt_context(self, request: dict[str, Any]) -> list[ContextChunk]:
         chunks: list[ContextChunk] = []
-        for _, result in self.plugins.call_each(
-            "prompt_context", unregister_on_error=False, appliance=self, request=request
-        ):
-            value = await result if inspect.isawaitable(result) else result
-            if value:
-                chunks.extend(value)
+        for answer in await self.plugins.acall("prompt_context", appliance=self, request=request):
+            chunks.extend(answer.value or [])
         return chunks
 
     def allowed(self, actor: Actor | None, action: str, resource: str | None = None) -> bool:
         """Any False denies, any True allows, silence denies; a vote that raises denies."""
-        args = {"appliance": self, "actor": actor, "action": action, "resource": resource}
-        allow = False
-        for impl in self.plugins.hook.permission_allowed.get_hookimpls():
-            try:
-                vote = impl.function(**{n: args[n] for n in impl.argnames})
-            except Exception:
-                log.exception("permission_allowed in %s raised; denying", impl.plugin_name)
-                return False
-            if vote is False:
-                return False
-            allow = allow or vote is True
-        return allow
+        try:
+            votes = self.plugins.call(
+                "permission_allowed",
+                on_error="raise",
+                appliance=self,
+                actor=actor,
+                action=action,
+                resource=resource,
+            )
+        except Exception:
+            log.exception("a permission_allowed vote raised; denying %s", action)
+            return False
+        if any(v.value is False for v in votes):
+            return False
+        return any(v.value is True for v in votes)
 
     def close(self) -> None:
         self.scheduler.shutdown()
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+def _adder(target: Registered[Any], owner: str) -> Callable[[Any], None]:
+    def register(item: Any) -> None:
+        target.add(item.name, item, owner)
+
+    return register
+
+
+async def _logged(plugin: str, awaitable: Awaitable[Any]) -> None:
+    try:
+        await awaitable
+    except Exception:
+        log.exception("track_event in plugin %s raised; ignored", plugin)

@@ -17,7 +17,7 @@ import sqlite_utils
 
 from appliance.capabilities.transcribe import Transcription, TranscriptionRequest
 from appliance.history.migrations import migration
-from appliance.history.transcripts import record_transcription
+from appliance.history.transcripts import TranscriptionRecord, segments_of
 
 if TYPE_CHECKING:
     from appliance.core import Appliance
@@ -178,24 +178,13 @@ class JobRunner:
             "text": result.text,
             "language": result.language,
             "duration": result.duration,
-            "segments": [s.__dict__ for s in result.segments],
+            "segments": segments_of(result),
         }
-        await appliance.db.write(
-            lambda db: record_transcription(
-                db,
-                {
-                    "owner": job["owner"],
-                    "model": model.name,
-                    "task": "transcribe",
-                    "language": result.language,
-                    "filename": filename,
-                    "duration_s": result.duration,
-                    "processing_ms": (time.monotonic() - started) * 1000,
-                    "text": result.text,
-                    "segments": body["segments"],
-                },
-            )
+        elapsed_ms = (time.monotonic() - started) * 1000
+        record = TranscriptionRecord(
+            job["owner"], model.name, request, result, filename, result.duration, elapsed_ms
         )
+        await appliance.db.write(record.write)
         await self._set(
             job["id"], status="done", progress=1.0, result=json.dumps(body), finished_at=time.time()
         )

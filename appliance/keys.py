@@ -16,7 +16,7 @@ _REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")
 
 
 def appliance_of(request: web.Request) -> Appliance:
-    return request.app[APPLIANCE]
+    return request.config_dict[APPLIANCE]
 
 
 def actor_of(request: web.Request) -> Actor | None:

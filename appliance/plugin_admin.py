@@ -3,7 +3,6 @@ enable/disable state, removal. Changes take effect when the box restarts."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -15,6 +14,7 @@ from importlib.metadata import distributions, entry_points
 from pathlib import Path
 
 from appliance.errors import BadRequest, Forbidden, NotFound
+from appliance.models.store import sha256_file
 from appliance.plugins import ENTRY_POINT_GROUP, Plugins, load_plugins
 from appliance.settings import Settings
 
@@ -48,14 +48,6 @@ def load_for(settings: Settings, extra: Iterable[tuple[str, object]] = ()) -> Pl
     """The plugins this box runs: the allow-list, minus disabled ones (settings and IT's state)."""
     deny = tuple(sorted(set(settings.disable_plugins) | disabled(settings)))
     return load_plugins(settings.load_plugins, extra, deny)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def pinned_hash(hashes_file: Path, wheel: Path) -> str:
@@ -99,7 +91,7 @@ def install(
     if wheel.suffix == ".whl":
         if not wheel.is_file():
             raise NotFound(f"{wheel} does not exist")
-        sha = sha256_of(wheel)
+        sha = sha256_file(wheel)
         pin = expected_sha256 or (pinned_hash(hashes_file, wheel) if hashes_file else None)
         if pin is not None and pin.lower() != sha:
             raise Forbidden(f"{wheel.name} has sha256 {sha}, but {pin} is pinned; not installed")

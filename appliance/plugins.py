@@ -2,16 +2,16 @@
 
 Each plugin is imported and registered inside its own error boundary. One that fails is recorded
 with its error and skipped; the box keeps serving. Hooks that plugins answer at start-up are called
-one implementation at a time through :meth:`Plugins.call_each` for the same reason.
+one implementation at a time through :meth:`Plugins.call` (``appliance.hookcall``) for the same
+reason.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-import traceback
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 import pluggy
 
 from appliance import hookspecs
+from appliance.hookcall import Answer, HookCall, OnError, describe
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +45,7 @@ class PluginRecord:
     routes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "module": self.module,
-            "distribution": self.distribution,
-            "version": self.version,
-            "builtin": self.builtin,
-            "loaded": self.loaded,
-            "error": self.error,
-            "hooks": self.hooks,
-            "permissions": self.permissions,
-            "routes": self.routes,
-        }
+        return asdict(self)
 
 
 class Plugins:
@@ -104,47 +94,20 @@ class Plugins:
             record.error = error
         log.error("plugin %s skipped: %s", name, error)
 
-    def call_each(
-        self, hook_name: str, *, unregister_on_error: bool = True, **kwargs: Any
-    ) -> list[tuple[str, Any]]:
-        """Call every implementation of a hook in pluggy's order, isolating failures.
+    def call(self, hook_name: str, *, on_error: OnError = "skip", **kwargs: Any) -> list[Answer]:
+        """Call a hook the one way hooks are called (see :mod:`appliance.hookcall`)."""
+        return HookCall(self, hook_name, on_error, kwargs).run()
 
-        At start-up a plugin whose implementation raises is unregistered and reported; at request
-        time (``unregister_on_error=False``) the failure is logged and that answer skipped.
-        """
-        results: list[tuple[str, Any]] = []
-        caller = getattr(self.pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):
-            if impl.hookwrapper or impl.wrapper:
-                continue
-            args = {name: kwargs[name] for name in impl.argnames}
-            try:
-                result = impl.function(**args)
-            except Exception as exc:
-                if not unregister_on_error:
-                    log.exception("%s in plugin %s raised", hook_name, impl.plugin_name)
-                    continue
-                detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-                self.fail(impl.plugin_name, f"{hook_name} failed: {detail}")
-                continue
-            if result is not None:
-                results.append((impl.plugin_name, result))
-        return results
+    async def acall(
+        self, hook_name: str, *, on_error: OnError = "skip", **kwargs: Any
+    ) -> list[Answer]:
+        """:meth:`call`, awaiting each awaitable answer before the next implementation runs."""
+        return await HookCall(self, hook_name, on_error, kwargs).run_async()
 
-    def call_first(self, hook_name: str, **kwargs: Any) -> Any:
-        """A ``firstresult`` call that logs and skips an implementation that raises."""
-        caller = getattr(self.pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):
-            if impl.hookwrapper or impl.wrapper:
-                continue
-            try:
-                result = impl.function(**{n: kwargs[n] for n in impl.argnames})
-            except Exception:
-                log.exception("%s in plugin %s raised; ignoring it", hook_name, impl.plugin_name)
-                continue
-            if result is not None:
-                return result
-        return None
+    def first(self, hook_name: str, **kwargs: Any) -> Any:
+        """The answer of a ``firstresult`` hook, or None."""
+        answers = self.call(hook_name, **kwargs)
+        return answers[0].value if answers else None
 
     def as_list(self) -> list[dict[str, Any]]:
         return [r.as_dict() for r in self.records.values()]
@@ -184,10 +147,7 @@ def load_plugins(
         except BaseException as exc:  # a plugin may even call sys.exit at import
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            record.error = (
-                "could not import: "
-                + "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            )
+            record.error = f"could not import: {describe(exc)}"
             plugins.records[ep.name] = record
             log.error("plugin %s skipped: %s", ep.name, record.error)
             continue

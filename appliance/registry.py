@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from appliance.capabilities import ChatModel, Embedder
 from appliance.capabilities.retrieve import DocumentLoader, Retriever
@@ -11,6 +11,7 @@ from appliance.capabilities.transcribe import Transcriber
 from appliance.errors import NotFound, PluginError
 
 T = TypeVar("T")
+ModelKind = Literal["chat", "embed", "transcribe"]
 
 
 def canonical_name(name: str) -> str:
@@ -35,6 +36,23 @@ class Registered(Generic[T]):
         self.items[name] = item
         self.owners[name] = owner
 
+    def replace(self, name: str, item: T, owner: str) -> None:
+        """Swap ``owner``'s own entry of that name (or add it); another plugin's is refused."""
+        key = canonical_name(name)
+        if key in self.items and self.owners[key] != owner:
+            raise PluginError(f"{self.kind} '{key}' belongs to '{self.owners[key]}', not '{owner}'")
+        self.items[key] = item
+        self.owners[key] = owner
+
+    def remove(self, name: str, owner: str | None = None) -> bool:
+        """Remove an entry (only ``owner``'s, when given); return whether one was removed."""
+        key = canonical_name(name)
+        if key not in self.items or (owner is not None and self.owners[key] != owner):
+            return False
+        del self.items[key]
+        del self.owners[key]
+        return True
+
     def get(self, name: str) -> T:
         key = canonical_name(name)
         if key not in self.items:
@@ -45,6 +63,15 @@ class Registered(Generic[T]):
                 code="model_not_found",
             )
         return self.items[key]
+
+    def find(self, name: str) -> T | None:
+        return self.items.get(canonical_name(name))
+
+    def owner(self, name: str) -> str | None:
+        return self.owners.get(canonical_name(name))
+
+    def values(self) -> list[T]:
+        return list(self.items.values())
 
     def names(self) -> list[str]:
         return list(self.items)
@@ -64,3 +91,9 @@ class Registry:
         default_factory=lambda: Registered("document loader")
     )
     retrievers: Registered[Retriever] = field(default_factory=lambda: Registered("retriever"))
+
+    def of_kind(self, kind: ModelKind) -> Registered[Any]:
+        """The models of a kind, by the catalog's kind names."""
+        if kind == "chat":
+            return self.chat
+        return self.embedders if kind == "embed" else self.transcribers

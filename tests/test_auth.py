@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import stat
+
 import pytest
 
 from appliance.app import create_app
@@ -79,12 +81,18 @@ async def test_loopback_with_tokens_requires_them(make_client: ClientFactory) ->
     assert (await client.get("/v1/models")).status == 401
 
 
-async def test_first_start_on_the_lan_prints_an_admin_token_once(
-    make_client: ClientFactory, capsys: pytest.CaptureFixture[str]
+async def test_first_start_on_the_lan_hands_over_an_admin_token_outside_the_journal(
+    make_client: ClientFactory,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     client = await make_client(host="0.0.0.0")
-    printed = capsys.readouterr().out
-    token = next(line.strip() for line in printed.splitlines() if line.strip().startswith("apl_"))
+    token_file = client.app[APPLIANCE].settings.home / "first-admin-token"
+    token = token_file.read_text().strip()
+    assert token.startswith("apl_") and stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    captured = capsys.readouterr()  # stdout is not a terminal here, as under systemd
+    assert token not in captured.out + captured.err + caplog.text
+    assert str(token_file) in caplog.text
     assert (await client.get("/appliance/plugins", headers=bearer(token))).status == 200
     appliance = client.app[APPLIANCE]
     admins = appliance.db.read_sync(lambda db: db["tokens"].count_where("role = 'admin'"))

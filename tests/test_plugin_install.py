@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from aiohttp import FormData
 
-from appliance.plugin_admin import pinned_hash, sha256_of
+from appliance.models.store import sha256_file as sha256_of
+from appliance.plugin_admin import pinned_hash
 from tests.fixtures import ClientFactory, bearer, new_token
 
 pytestmark = pytest.mark.slow

@@ -67,10 +67,15 @@ def setup_logging(level: str) -> None:
 
 
 @contextmanager
-def opened(settings: Settings) -> Iterator[Appliance]:
-    """The appliance with its database open and migrated, for commands that work offline."""
+def opened(settings: Settings | None = None, with_models: bool = False) -> Iterator[Appliance]:
+    """The appliance with its database open and migrated, for commands that work offline
+    (plugins' commands too). ``with_models`` also detects the hardware and registers models."""
+    settings = settings or settings_from()
     appliance = Appliance(settings, load_for(settings))
     try:
+        if with_models:
+            appliance.detect()
+            appliance.register_models()
         appliance.open()
         yield appliance
     except ApplianceError as exc:

@@ -31,7 +31,7 @@ class ApplianceGroup(click.Group):
             settings = load_settings()
         except ApplianceError:
             return  # the command itself reports the settings error
-        load_for(settings).call_each("register_commands", cli=self)
+        load_for(settings).call("register_commands", on_error="unregister", cli=self)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         found = super().get_command(ctx, cmd_name)

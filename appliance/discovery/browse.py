@@ -8,10 +8,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import aiohttp
-from zeroconf import IPVersion, ServiceStateChange, Zeroconf
-from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+from zeroconf.asyncio import AsyncServiceInfo
 
-from appliance.discovery.mdns import SERVICE_TYPE
+from appliance.discovery.zeroconf import SERVICE_TYPE, Zeroconf
 
 
 @dataclass
@@ -78,41 +77,29 @@ async def verify(box: FoundBox, session: aiohttp.ClientSession, wait_s: float = 
 
 
 async def discover(
-    listen_s: float = 3.0, interfaces: list[str] | None = None, check: bool = True
+    listen_s: float = 3.0,
+    interfaces: list[str] | None = None,
+    check: bool = True,
+    zeroconf: Zeroconf | None = None,
 ) -> list[FoundBox]:
-    """Browse for ``listen_s`` seconds; return boxes de-duplicated by id, verified over HTTP."""
-    azc = (
-        AsyncZeroconf(interfaces=interfaces, ip_version=IPVersion.V4Only)
-        if interfaces
-        else AsyncZeroconf(ip_version=IPVersion.V4Only)
-    )
-    names: set[str] = set()
+    """Browse for ``listen_s`` seconds; return boxes de-duplicated by id, verified over HTTP.
 
-    def on_change(
-        zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
-    ) -> None:
-        if state_change in (ServiceStateChange.Added, ServiceStateChange.Updated):
-            names.add(name)
-        elif state_change is ServiceStateChange.Removed:
-            names.discard(name)
-
-    browser = AsyncServiceBrowser(azc.zeroconf, SERVICE_TYPE, handlers=[on_change])
+    A running box passes its own ``appliance.zeroconf``; the command line opens one for itself.
+    """
+    own = zeroconf is None
+    zc = zeroconf or Zeroconf(host="0.0.0.0", interfaces=interfaces)
     try:
-        await asyncio.sleep(listen_s)
         boxes: dict[str, FoundBox] = {}
-        for name in sorted(names):
-            info = AsyncServiceInfo(SERVICE_TYPE, name)
-            if not await info.async_request(azc.zeroconf, 1500):
-                continue
+        for info in await zc.browse(SERVICE_TYPE, listen_s):
             box = box_from_info(info)
-            key = box.id or name
+            key = box.id or info.name
             if key in boxes:
                 boxes[key].addresses = sorted(set(boxes[key].addresses) | set(box.addresses))
             else:
                 boxes[key] = box
     finally:
-        await browser.async_cancel()
-        await azc.async_close()
+        if own:
+            await zc.close()
     if check:
         async with aiohttp.ClientSession() as session:
             await asyncio.gather(*(verify(b, session) for b in boxes.values()))

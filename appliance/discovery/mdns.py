@@ -1,4 +1,4 @@
-"""Advertise the box over mDNS: one AsyncZeroconf, owned by the core, registered after HTTP listens.
+"""Advertise the box over mDNS through the Appliance's one Zeroconf, after HTTP listens.
 
 The record is a hint that points to ``/.well-known/appliance.json``; liveness is checked over HTTP.
 """
@@ -6,47 +6,24 @@ The record is a hint that points to ``/.well-known/appliance.json``; liveness is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import socket
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-import ifaddr
-from zeroconf import IPVersion
-from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
+from zeroconf.asyncio import AsyncServiceInfo
+
+from appliance.discovery.zeroconf import SERVICE_TYPE, Zeroconf, advertised_addresses
 
 if TYPE_CHECKING:
     from appliance.core import Appliance
 
 log = logging.getLogger(__name__)
 
-SERVICE_TYPE = "_ai-appliance._tcp.local."
 HTTP_TYPE = "_http._tcp.local."
 HTTPS_TYPE = "_https._tcp.local."
 TXT_LIMIT = 255
 ADDRESS_POLL_S = 10.0
-
-
-def local_ipv4_addresses() -> list[str]:
-    """Every IPv4 address of this host's interfaces (loopback excluded), from the kernel."""
-    addresses = {
-        ip.ip
-        for adapter in ifaddr.get_adapters()
-        for ip in adapter.ips
-        if isinstance(ip.ip, str) and not ip.ip.startswith("127.")
-    }
-    return sorted(addresses)
-
-
-def advertised_addresses(host: str) -> list[str]:
-    """The addresses to announce: the bound one, or every interface's for a wildcard bind."""
-    if host in ("0.0.0.0", "", "::"):
-        return local_ipv4_addresses() or ["127.0.0.1"]
-    if host == "localhost":
-        return ["127.0.0.1"]
-    return [host]
 
 
 def fit_txt(properties: dict[str, str]) -> dict[str, str]:
@@ -77,8 +54,6 @@ def instance_name(appliance: Appliance) -> str:
 
 
 async def txt_properties(appliance: Appliance) -> dict[str, str]:
-    from appliance.http.admin import auth_mode
-
     models = ",".join(
         [
             *appliance.registry.chat.names(),
@@ -91,14 +66,17 @@ async def txt_properties(appliance: Appliance) -> dict[str, str]:
         "version": appliance.version,
         "api": "/v1",
         "ollama": "/api",
-        "auth": await auth_mode(appliance),
+        "auth": await appliance.auth_mode(),
         "profile": appliance.profile.id,
         "models": models,
     }
-    for _, extra in appliance.plugins.call_each(
-        "mdns_properties", unregister_on_error=False, appliance=appliance
-    ):
-        for key, value in dict(extra).items():
+    for answer in appliance.plugins.call("mdns_properties", appliance=appliance):
+        try:
+            extra = dict(answer.value)
+        except (TypeError, ValueError):
+            log.error("mdns_properties of %s is not a dict; ignored", answer.plugin)
+            continue
+        for key, value in extra.items():
             props.setdefault(str(key), str(value))
     return fit_txt(props)
 
@@ -106,13 +84,20 @@ async def txt_properties(appliance: Appliance) -> dict[str, str]:
 class Advertiser:
     """Registers the box's services; re-announces when its addresses change; says goodbye."""
 
-    def __init__(self, appliance: Appliance, host: str, port: int, tls: bool = False) -> None:
+    def __init__(
+        self,
+        appliance: Appliance,
+        host: str,
+        port: int,
+        tls: bool = False,
+        zeroconf: Zeroconf | None = None,
+    ) -> None:
         self.appliance = appliance
+        self.zeroconf = zeroconf or appliance.zeroconf
         self.tls = tls
         self.host = host
         self.port = port
         self.addresses = advertised_addresses(host)
-        self.zc: AsyncZeroconf | None = None
         self.infos: list[AsyncServiceInfo] = []
         self._watch: asyncio.Task[None] | None = None
         self.name = ""
@@ -129,19 +114,18 @@ class Advertiser:
         )
 
     async def start(self) -> None:
-        interfaces: Iterable[str] = self.addresses
-        self.zc = AsyncZeroconf(interfaces=list(interfaces), ip_version=IPVersion.V4Only)
+        self.zeroconf.host = self.host
         props = await txt_properties(self.appliance)
         if self.tls:
             props["tls"] = "1"
         wanted = instance_name(self.appliance)
         main = self._build(SERVICE_TYPE, wanted, props)
-        await self._register(main)
+        await self.zeroconf.register(main)
         self.name = main.name.removesuffix("." + SERVICE_TYPE)
         self.appliance.announced_name = self.name
         web_type = HTTPS_TYPE if self.tls else HTTP_TYPE
         http = self._build(web_type, self.name, {"path": "/", "id": self.appliance.id})
-        await self._register(http)
+        await self.zeroconf.register(http)
         self.infos = [main, http]
         log.info(
             "mDNS: announced %r on %s port %d%s",
@@ -152,30 +136,25 @@ class Advertiser:
         )
         self._watch = asyncio.create_task(self._watch_addresses())
 
-    async def _register(self, info: AsyncServiceInfo) -> None:
-        assert self.zc is not None
-        await (await self.zc.async_register_service(info, allow_name_change=True))
-
     async def _watch_addresses(self) -> None:
         while True:
             await asyncio.sleep(ADDRESS_POLL_S)
             current = advertised_addresses(self.host)
-            if current != self.addresses and self.zc is not None:
+            if current != self.addresses:
                 log.info("mDNS: addresses changed %s -> %s; re-announcing", self.addresses, current)
-                await self.stop()
+                await self._unregister()
                 self.addresses = current
                 await self.start()
                 return
 
+    async def _unregister(self) -> None:
+        for info in self.infos:
+            await self.zeroconf.unregister(info)
+        self.infos = []
+
     async def stop(self) -> None:
+        """Say goodbye. The Zeroconf stays open for others (the Appliance closes it)."""
         if self._watch is not None and self._watch is not asyncio.current_task():
             self._watch.cancel()
         self._watch = None
-        if self.zc is None:
-            return
-        for info in self.infos:
-            with contextlib.suppress(Exception):
-                await (await self.zc.async_unregister_service(info))
-        await self.zc.async_close()
-        self.zc = None
-        self.infos = []
+        await self._unregister()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import sqlite_utils
 
+from appliance.capabilities.transcribe import Transcription, TranscriptionRequest
 from appliance.history.migrations import migration
 
 
@@ -33,12 +35,35 @@ def create_transcriptions(db: sqlite_utils.Database) -> None:
     db.table("transcriptions").enable_fts(["text"], create_triggers=True)
 
 
-def record_transcription(db: sqlite_utils.Database, row: dict[str, Any]) -> str:
-    row = {
-        **row,
-        "id": uuid.uuid4().hex,
-        "created_at": time.time(),
-        "segments": json.dumps(row.get("segments", [])),
-    }
-    db.table("transcriptions").insert(row)
-    return str(row["id"])
+@dataclass(frozen=True)
+class TranscriptionRecord:
+    """What history keeps of one transcription or translation, however it ran (now or as a job)."""
+
+    owner: str
+    model: str
+    request: TranscriptionRequest
+    result: Transcription
+    filename: str
+    duration_s: float
+    processing_ms: float
+
+    def write(self, db: sqlite_utils.Database) -> str:
+        row = {
+            "id": uuid.uuid4().hex,
+            "owner": self.owner,
+            "model": self.model,
+            "task": "translate" if self.request.translate else "transcribe",
+            "language": self.result.language,
+            "filename": self.filename,
+            "duration_s": self.duration_s,
+            "processing_ms": self.processing_ms,
+            "text": self.result.text,
+            "segments": json.dumps(segments_of(self.result)),
+            "created_at": time.time(),
+        }
+        db.table("transcriptions").insert(row)
+        return str(row["id"])
+
+
+def segments_of(result: Transcription) -> list[dict[str, Any]]:
+    return [asdict(s) for s in result.segments]

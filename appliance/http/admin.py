@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from appliance.auth import active_token_count, create_token, list_tokens, revoke_token
+from appliance.auth import create_token, list_tokens, revoke_token
 from appliance.core import Appliance, Event
 from appliance.discovery.mdns import instance_name
 from appliance.hardware.report import hardware_report
@@ -39,13 +39,6 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
-async def auth_mode(appliance: Appliance) -> str:
-    if not appliance.settings.is_loopback:
-        return "required"
-    has_tokens = await appliance.db.read(lambda db: active_token_count(db) > 0)
-    return "required" if has_tokens else "none"
-
-
 async def well_known_record(appliance: Appliance) -> dict[str, Any]:
     reg = appliance.registry
     return {
@@ -62,7 +55,7 @@ async def well_known_record(appliance: Appliance) -> dict[str, Any]:
             "embeddings": reg.embedders.names(),
             "transcription": reg.transcribers.names(),
         },
-        "auth": await auth_mode(appliance),
+        "auth": await appliance.auth_mode(),
         "profile": {"id": appliance.profile.id, "name": appliance.profile.name},
     }
 

@@ -12,7 +12,7 @@ from appliance.audio import RATE, decode_audio
 from appliance.capabilities.transcribe import Segment, Transcription, TranscriptionRequest
 from appliance.errors import BadRequest, Forbidden, NotFound
 from appliance.history.conversations import fts_quote
-from appliance.history.transcripts import record_transcription
+from appliance.history.transcripts import TranscriptionRecord
 from appliance.http.middleware import require
 from appliance.http.multipart import read_form
 from appliance.jobs import public
@@ -129,22 +129,10 @@ async def _handle(request: web.Request, translate: bool) -> web.Response:
     )
     elapsed_ms = (time.monotonic() - started) * 1000
     task = "translate" if translate else "transcribe"
-    await appliance.db.write(
-        lambda db: record_transcription(
-            db,
-            {
-                "owner": actor.id,
-                "model": model.name,
-                "task": task,
-                "language": result.language,
-                "filename": filename,
-                "duration_s": len(samples) / RATE,
-                "processing_ms": elapsed_ms,
-                "text": result.text,
-                "segments": [s.__dict__ for s in result.segments],
-            },
-        )
+    record = TranscriptionRecord(
+        actor.id, model.name, work, result, filename, len(samples) / RATE, elapsed_ms
     )
+    await appliance.db.write(record.write)
     if fmt == "text":
         return web.Response(text=result.text + "\n", content_type="text/plain")
     if fmt == "srt":
@@ -158,14 +146,10 @@ async def _handle(request: web.Request, translate: bool) -> web.Response:
 
 def _default_transcriber(request: web.Request) -> str:
     """OpenAI clients send model "whisper-1"; it means the box's chosen Whisper."""
-    appliance = appliance_of(request)
-    names = appliance.registry.transcribers.names()
-    chosen = appliance.choice.transcribe_model if appliance.choice else ""
-    if chosen in names:
-        return chosen
-    if not names:
+    name = appliance_of(request).default_model("transcribe")
+    if name is None:
         raise BadRequest("no transcription model is installed on this box", param="model")
-    return names[0]
+    return name
 
 
 @routes.post("/v1/audio/transcriptions")

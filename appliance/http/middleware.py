@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import re
@@ -12,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from appliance.auth import OPEN_ACTOR, Actor, active_token_count
+from appliance.auth import OPEN_ACTOR, Actor
 from appliance.core import Event
 from appliance.errors import ApplianceError, BadRequest, Forbidden, PayloadTooLarge, Unauthorized
 from appliance.keys import actor_of, appliance_of, request_id_of, set_actor, set_request_id
@@ -103,10 +102,8 @@ def _audit(request: web.Request, status: int) -> None:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     appliance = appliance_of(request)
     actor = await identify(request)
-    if actor is None and appliance.settings.is_loopback:
-        has_tokens = await appliance.db.read(lambda db: active_token_count(db) > 0)
-        if not has_tokens:
-            actor = OPEN_ACTOR
+    if actor is None and await appliance.is_open():
+        actor = OPEN_ACTOR
     set_actor(request, actor)
     if actor is None and request.path not in PUBLIC_PATHS and request.method != "OPTIONS":
         address = request.remote or ""
@@ -125,13 +122,15 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 async def identify(request: web.Request) -> Actor | None:
+    """The first plugin that recognises the caller (awaited: an async None is no answer)."""
     appliance = appliance_of(request)
-    result = appliance.plugins.call_first(
+    for answer in await appliance.plugins.acall(
         "actor_from_request", appliance=appliance, request=request
-    )
-    if inspect.isawaitable(result):
-        result = await result
-    return result if isinstance(result, Actor) else None
+    ):
+        if isinstance(answer.value, Actor):
+            return answer.value
+        log.error("actor_from_request of %s returned %r, not an Actor", answer.plugin, answer.value)
+    return None
 
 
 def require(request: web.Request, action: str, resource: str | None = None) -> Actor:

@@ -36,7 +36,7 @@ def all_models(request: web.Request) -> list[dict[str, Any]]:
     entries: list[dict[str, Any]] = []
     for group in (reg.chat, reg.embedders, reg.transcribers):
         for name in group.names():
-            entries.append(_model_entry(name, group.owners[name], created))
+            entries.append(_model_entry(name, group.owner(name) or "", created))
     return entries
 
 

@@ -8,6 +8,7 @@ from aiohttp.test_utils import TestClient
 
 from appliance.discovery.browse import discover
 from appliance.discovery.mdns import TXT_LIMIT, Advertiser, advertised_addresses, fit_txt
+from appliance.discovery.zeroconf import Zeroconf
 from appliance.keys import APPLIANCE
 from tests.fixtures import ClientFactory
 
@@ -51,13 +52,14 @@ async def test_announce_browse_verify_rename_and_goodbye(make_client: ClientFact
         assert box.reachable and box.record is not None
         assert box.record["id"] == appliance.id and box.record["name"] == "Front Office"
 
-        two = Advertiser(appliance, "127.0.0.1", port)
-        two.appliance = appliance
+        other_box = Zeroconf("127.0.0.1")  # a second box on the LAN has its own responder
+        two = Advertiser(appliance, "127.0.0.1", port, zeroconf=other_box)
         await two.start()
         try:
             assert two.name != "Front Office" and two.name.startswith("Front Office")
         finally:
             await two.stop()
+            await other_box.close()
     finally:
         await one.stop()
     await asyncio.sleep(0.5)

@@ -15,12 +15,12 @@ from appliance import (
     Embedder,
     EmbeddingResult,
     GenerationChunk,
+    HardwareProfile,
     ModelInfo,
     Usage,
     hookimpl,
+    message_text,
 )
-from appliance.hardware.profiles import HardwareProfile
-from appliance.history.conversations import message_text
 
 
 class EchoModel(ChatModel):

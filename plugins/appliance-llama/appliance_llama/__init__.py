@@ -4,21 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from appliance import ChatModel, Embedder, ModelInfo, hookimpl
-from appliance.hardware.profiles import HardwareProfile
+from appliance import (
+    Appliance,
+    CatalogModel,
+    ChatModel,
+    Embedder,
+    HardwareProfile,
+    ModelInfo,
+    StoredModel,
+    hookimpl,
+)
 from appliance_llama.chat import LlamaChatModel
 from appliance_llama.embed import LlamaEmbedder
 
 # Like Ollama's OLLAMA_NUM_PARALLEL and llama-server's -np: sequences decoded together when the
 # hardware choice did not pick this model (the `parallel` setting overrides both).
 DEFAULT_SLOTS = 4
-
-if TYPE_CHECKING:
-    from appliance.core import Appliance
-    from appliance.models.catalog import CatalogModel
-    from appliance.models.store import StoredModel
 
 
 def _info(stored: StoredModel, context: int) -> ModelInfo:

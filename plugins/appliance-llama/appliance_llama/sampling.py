@@ -14,8 +14,7 @@ from typing import Any
 import llama_cpp
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
-from appliance import BadRequest
-from appliance.capabilities.chat import SamplingOptions
+from appliance import BadRequest, SamplingOptions
 
 PENALTY_LAST_N = 64
 

@@ -16,8 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance import GenerationChunk, Usage
-from appliance.capabilities.chat import SamplingOptions
+from appliance import GenerationChunk, SamplingOptions, Usage
 
 _TOOL_CALL_RE = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
 

@@ -11,21 +11,27 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 import sqlite_utils
 from aiohttp import web
 from pydantic import BaseModel, Field, field_validator
 
-from appliance import BadRequest, Migration, NotFound, hookimpl, migration
-from appliance.http.middleware import read_json, require
-from appliance.http.validation import parse_body
-from appliance.keys import appliance_of
+from appliance import (
+    Appliance,
+    BadRequest,
+    Migration,
+    NotFound,
+    appliance_of,
+    hookimpl,
+    migration,
+    opened,
+    parse_body,
+    read_json,
+    require,
+)
 from appliance_presets.model import PARAMETERS, PresetModel, preset_info
-
-if TYPE_CHECKING:
-    from appliance.core import Appliance
 
 NAME = "presets"
 PERMISSIONS = ("models.register",)
@@ -88,7 +94,7 @@ async def list_presets(request: web.Request) -> web.Response:
     require(request, "models.list")
     appliance = appliance_of(request)
     presets = [
-        preset_info(m) for m in appliance.registry.chat.items.values() if isinstance(m, PresetModel)
+        preset_info(m) for m in appliance.registry.chat.values() if isinstance(m, PresetModel)
     ]
     return web.json_response({"presets": presets})
 
@@ -117,7 +123,7 @@ async def delete_preset(request: web.Request) -> web.Response:
     require(request, "presets.manage")
     appliance = appliance_of(request)
     name = request.match_info["name"]
-    if not isinstance(appliance.registry.chat.items.get(name), PresetModel):
+    if not isinstance(appliance.registry.chat.find(name), PresetModel):
         raise NotFound(f"no preset named {name!r}")
     appliance.remove_chat_model(NAME, name)
     await appliance.db.write(lambda db: db.table("presets").delete(name))
@@ -125,8 +131,8 @@ async def delete_preset(request: web.Request) -> web.Response:
 
 
 @hookimpl
-def register_routes(appliance: Appliance) -> list[web.RouteDef]:
-    return [r for r in routes if isinstance(r, web.RouteDef)]
+def register_routes(appliance: Appliance) -> web.RouteTableDef:
+    return routes
 
 
 @hookimpl
@@ -134,9 +140,7 @@ def register_commands(cli: click.Group) -> None:
     @cli.command("presets")
     def presets_command() -> None:
         """List stored presets."""
-        from appliance.cli.common import opened, settings_from
-
-        with opened(settings_from()) as appliance:
+        with opened() as appliance:
             rows = appliance.db.read_sync(lambda db: list(db.table("presets").rows))
         for row in rows:
             click.echo(f"{row['name']}  (base {row['base']})  {row['system'][:60]}")

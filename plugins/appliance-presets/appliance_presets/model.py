@@ -14,8 +14,8 @@ from appliance import (
     GenerationChunk,
     GenerationRequest,
     ModelInfo,
+    SamplingOptions,
 )
-from appliance.capabilities.chat import SamplingOptions
 
 PARAMETERS = {
     "temperature": "temperature",

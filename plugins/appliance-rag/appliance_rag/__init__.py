@@ -6,38 +6,43 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from appliance import BadRequest, Migration, hookimpl, message_text, read_form
-from appliance.capabilities.retrieve import ContextChunk, DocumentLoader
-from appliance.http.middleware import read_json, require
-from appliance.http.validation import parse_body
-from appliance.keys import appliance_of
+from appliance import (
+    Appliance,
+    BadRequest,
+    ContextChunk,
+    DocumentLoader,
+    Migration,
+    StateKey,
+    appliance_of,
+    hookimpl,
+    message_text,
+    parse_body,
+    read_form,
+    read_json,
+    require,
+)
 from appliance_rag.cli import rag_cli
 from appliance_rag.index import create_tables
 from appliance_rag.loaders import LOADERS
 from appliance_rag.service import UPLOADS, Collections
 
-if TYPE_CHECKING:
-    from appliance.core import Appliance
-
 NAME = "rag"
 ROUTE_PREFIX = "/appliance/rag"
 CONTEXT_CHUNKS = 4
-_services: dict[int, Collections] = {}
+SERVICE: StateKey[Collections] = StateKey("rag.collections")
 routes = web.RouteTableDef()
 
 
 def service(appliance: Appliance) -> Collections:
-    found = _services.get(id(appliance))
-    if found is None:
-        loaders = list(appliance.registry.loaders.items.values()) or list(LOADERS)
-        found = _services[id(appliance)] = Collections(appliance, loaders)
-    return found
+    return appliance.state(
+        SERVICE, lambda: Collections(appliance, appliance.registry.loaders.values() or LOADERS)
+    )
 
 
 @hookimpl
@@ -73,7 +78,7 @@ async def _lifespan(appliance: Appliance) -> AsyncIterator[None]:
         scanner.cancel()
     for task in collections.tasks.values():
         task.cancel()
-    _services.pop(id(appliance), None)
+    appliance.drop_state(SERVICE)
 
 
 @hookimpl

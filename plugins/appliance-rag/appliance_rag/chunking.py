@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from appliance.capabilities.retrieve import LoadedSection
+from appliance import LoadedSection
 
 CHUNK_SIZE = 1000
 CHUNK_OVERLAP = 150

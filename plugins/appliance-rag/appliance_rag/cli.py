@@ -10,27 +10,18 @@ from typing import Any
 
 import click
 
-from appliance.errors import ApplianceError
+from appliance import ApplianceError, opened
 
 
 def _run(work: Callable[[Any], Awaitable[Any]]) -> Any:
-    from appliance.cli.common import settings_from
-    from appliance.core import Appliance
-    from appliance.plugin_admin import load_for
     from appliance_rag.loaders import LOADERS
     from appliance_rag.service import Collections
 
-    settings = settings_from()
-    appliance = Appliance(settings, load_for(settings))
-    appliance.detect()
-    appliance.register_models()
-    appliance.open()
-    try:
-        return asyncio.run(work(Collections(appliance, list(LOADERS))))
-    except ApplianceError as exc:
-        raise click.ClickException(exc.message) from None
-    finally:
-        appliance.close()
+    with opened(with_models=True) as appliance:
+        try:
+            return asyncio.run(work(Collections(appliance, list(LOADERS))))
+        except ApplianceError as exc:
+            raise click.ClickException(exc.message) from None
 
 
 @click.group("rag")

@@ -7,7 +7,6 @@ no SQLite extension (this Python cannot load one without pysqlite3).
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -17,9 +16,7 @@ from typing import Any
 import numpy as np
 import sqlite_utils
 
-from appliance import migration
-from appliance.capabilities.retrieve import DocumentLoader
-from appliance.history.conversations import fts_quote
+from appliance import DocumentLoader, fts_quote, migration, sha256_file
 from appliance_rag.chunking import Chunk, chunk_sections
 
 RRF_K = 60
@@ -105,10 +102,6 @@ def scan(roots: list[Path], globs: list[str], suffixes: set[str]) -> ScanResult:
     return result
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def changed_files(
     db: sqlite_utils.Database, collection: str, files: list[Path]
 ) -> tuple[list[Path], list[int]]:
@@ -122,7 +115,7 @@ def changed_files(
         st = path.stat()
         if row and row["size"] == st.st_size and row["mtime"] == st.st_mtime and not row["error"]:
             continue
-        if row and row["size"] == st.st_size and row["sha256"] == sha256_of(path):
+        if row and row["size"] == st.st_size and row["sha256"] == sha256_file(path):
             db.table("rag_files").update(row["id"], {"mtime": st.st_mtime})
             continue
         changed.append(path)
@@ -153,7 +146,7 @@ def store_file(
         "path": str(path),
         "size": st.st_size,
         "mtime": st.st_mtime,
-        "sha256": sha256_of(path),
+        "sha256": sha256_file(path),
         "chunks": len(chunks),
         "error": error,
         "indexed_at": time.time(),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from charset_normalizer import from_bytes
 
-from appliance.capabilities.retrieve import DocumentLoader, LoadedSection
+from appliance import DocumentLoader, LoadedSection
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 

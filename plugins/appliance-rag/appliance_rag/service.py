@@ -7,16 +7,21 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from appliance.capabilities.retrieve import ContextChunk, DocumentLoader, Retriever
-from appliance.errors import BadRequest, Conflict, Forbidden, NotFound
+from appliance import (
+    Appliance,
+    BadRequest,
+    Conflict,
+    ContextChunk,
+    DocumentLoader,
+    Forbidden,
+    NotFound,
+    Retriever,
+)
 from appliance_rag import index
-
-if TYPE_CHECKING:
-    from appliance.core import Appliance
 
 log = logging.getLogger(__name__)
 EMBED_BATCH = 32
@@ -31,13 +36,10 @@ class Collections(Retriever):
         self.progress: dict[str, dict[str, Any]] = {}
 
     def _embedder(self) -> Any:
-        names = self.appliance.registry.embedders.names()
-        if not names:
+        name = self.appliance.default_model("embed")
+        if name is None:
             raise BadRequest("no embedding model is installed; RAG needs one")
-        wanted = self.appliance.settings.embed_model or (
-            self.appliance.choice.embed_model if self.appliance.choice else ""
-        )
-        return self.appliance.registry.embedders.get(wanted if wanted in names else names[0])
+        return self.appliance.registry.embedders.get(name)
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         embedder = self._embedder()

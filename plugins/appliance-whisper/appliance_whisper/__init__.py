@@ -6,22 +6,21 @@ import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from appliance import ModelInfo, hookimpl
-from appliance.capabilities.transcribe import (
+from appliance import (
+    Appliance,
+    BadRequest,
+    HardwareProfile,
+    ModelInfo,
     Segment,
     Transcriber,
     Transcription,
     TranscriptionRequest,
+    hookimpl,
 )
-from appliance.errors import BadRequest
-from appliance.hardware.profiles import HardwareProfile
-
-if TYPE_CHECKING:
-    from appliance.core import Appliance
 
 RATE = 16000
 _SENTENCE_END = re.compile(r"[.?!]$")
