@@ -87,6 +87,13 @@ async def test_request_id_is_echoed_or_made(make_client: ClientFactory) -> None:
     assert made.headers["X-Request-Id"].startswith("req_")
     hostile = await client.get("/appliance/health", headers={"X-Request-Id": "a b\tc"})
     assert hostile.headers["X-Request-Id"].startswith("req_")
+    chat = {"model": "echo", "messages": [{"role": "user", "content": "x"}], "stream": True}
+    for path in ("/v1/chat/completions", "/api/chat", "/api/generate"):
+        body = chat if path != "/api/generate" else {"model": "echo", "prompt": "x"}
+        wanted = "s-" + path.replace("/", "-")
+        stream = await client.post(path, json=body, headers={"X-Request-Id": wanted})
+        assert stream.status == 200 and stream.headers["X-Request-Id"] == wanted, path
+        await stream.read()
 
 
 async def test_n_other_than_one_is_400(make_client: ClientFactory) -> None:

@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from appliance.errors import BadRequest, Overloaded
+
 Driving = Literal["serial", "batched", "async"]
 
 
@@ -144,8 +146,6 @@ class ChatModel(LoadableModel):
         self, request: CompletionRequest, cancel: threading.Event
     ) -> Iterator[GenerationChunk]:
         """Continue ``request.prompt`` as raw text; models that cannot raise ``BadRequest``."""
-        from appliance.errors import BadRequest
-
         raise BadRequest(f"model '{self.name}' does not support text completion")
 
     def count_tokens(self, text: str) -> int:
@@ -201,8 +201,6 @@ class BatchedChatModel(ChatModel):
             self.load()
         sequence = self.prepare(request)
         if not self.admit(sequence):
-            from appliance.errors import Overloaded
-
             raise Overloaded(f"model '{self.name}' has no free slot")
         finished = False
         try:
@@ -226,6 +224,4 @@ class AsyncChatModel(ChatModel):
         """Yield the reply; raise ``ApplianceError`` subclasses for clear failures."""
 
     def chat(self, request: ChatRequest, cancel: threading.Event) -> Iterator[GenerationChunk]:
-        from appliance.errors import BadRequest
-
         raise BadRequest(f"model '{self.name}' runs on the event loop; use the scheduler")

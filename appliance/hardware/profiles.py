@@ -6,7 +6,7 @@ import re
 import sys
 import tomllib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,18 +47,10 @@ class HardwareProfile:
         return len(self.match)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "accelerator": self.accelerator,
-            "bandwidth_gbps": self.bandwidth_gbps,
-            "efficiency": self.efficiency,
-            "chat_floor_tps": self.chat_floor_tps,
-            "reserve_bytes": self.reserve_bytes,
-            "unified_memory": self.unified_memory,
-            "fallback": self.fallback,
-            "source": self.source,
-        }
+        """What the hardware report shows: every field but the match rules."""
+        data = asdict(self)
+        data.pop("match")
+        return data
 
 
 GENERIC = HardwareProfile(

@@ -28,6 +28,7 @@ from appliance.http.ollama_schema import (
 )
 from appliance.http.validation import parse_body
 from appliance.keys import appliance_of
+from appliance.registry import canonical_name
 
 routes = web.RouteTableDef()
 OLLAMA_COMPATIBLE_VERSION = "0.12.0"
@@ -161,8 +162,6 @@ async def show(request: web.Request) -> web.Response:
 
 
 def _key(name: str) -> str:
-    from appliance.registry import canonical_name
-
     return canonical_name(name)
 
 
@@ -176,10 +175,6 @@ def _stats(run: ChatRun) -> dict[str, Any]:
         "eval_count": usage.completion_tokens,
         "eval_duration": int(usage.decode_ms * NS),
     }
-
-
-def _ndjson(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
 async def _load_only(
@@ -241,12 +236,12 @@ async def _answer(
         async with contextlib.aclosing(run.stream()) as pieces:
             async for chunk in pieces:
                 if chunk.text:
-                    await response.write(_ndjson(piece(chunk.text)))
-        await response.write(_ndjson(final("")))
+                    await sse.send_line(response, piece(chunk.text))
+        await sse.send_line(response, final(""))
         await run.record()
         await response.write_eof()
 
-    await run.guard(produce, lambda exc: response.write(_ndjson({"error": exc.message})))
+    await run.guard(produce, lambda exc: sse.send_line(response, {"error": exc.message}))
     return response
 
 

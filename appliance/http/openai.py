@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from appliance.capabilities import ChatRequest, CompletionRequest
-from appliance.errors import BadRequest
+from appliance.errors import BadRequest, NotFound
 from appliance.generation import ChatRun
 from appliance.http import sse
 from appliance.http.context import add_context
@@ -53,8 +53,6 @@ async def get_model(request: web.Request) -> web.Response:
     for entry in all_models(request):
         if entry["id"] == wanted:
             return web.json_response(entry)
-    from appliance.errors import NotFound
-
     raise NotFound(f"model '{wanted}' not found", param="model", code="model_not_found")
 
 

@@ -14,7 +14,7 @@ from appliance.core import Event
 from appliance.errors import ApplianceError, BadRequest
 from appliance.http.middleware import require
 from appliance.http.multipart import read_form
-from appliance.keys import appliance_of, request_id_of
+from appliance.keys import actor_of, appliance_of, request_id_of
 from appliance.plugin_admin import install, remove, set_enabled
 
 routes = web.RouteTableDef()
@@ -22,8 +22,6 @@ _WHEEL_NAME = re.compile(r"^[A-Za-z0-9_.]+-[A-Za-z0-9_.+!]+(-[A-Za-z0-9_.]+){2,3
 
 
 def _track(request: web.Request, action: str, resource: str, **detail: object) -> None:
-    from appliance.keys import actor_of
-
     appliance_of(request).track(
         Event(
             action,

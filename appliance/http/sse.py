@@ -1,4 +1,6 @@
-"""Server-sent events as OpenAI streams them: ``data: {json}\\n\\n`` ... ``data: [DONE]``."""
+"""The two stream encodings, written once: server-sent events as OpenAI streams them
+(``data: {json}\\n\\n`` ... ``data: [DONE]``) and Ollama's NDJSON (one object per line). Every
+stream carries the request's ``X-Request-Id``."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ import json
 from typing import Any
 
 from aiohttp import web
+
+from appliance.keys import request_id_of
 
 
 async def open_stream(
@@ -18,8 +22,6 @@ async def open_stream(
             "X-Accel-Buffering": "no",
         }
     )
-    from appliance.keys import request_id_of
-
     response.headers["X-Request-Id"] = request_id_of(request)
     await response.prepare(request)
     return response
@@ -36,3 +38,8 @@ async def send_event(response: web.StreamResponse, obj: Any) -> None:
 async def send_done(response: web.StreamResponse) -> None:
     await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
+
+
+async def send_line(response: web.StreamResponse, obj: Any) -> None:
+    """One NDJSON line (Ollama's streams)."""
+    await response.write(dumps(obj) + b"\n")

@@ -19,6 +19,7 @@ from appliance.auth import hash_token, new_token, store_token_hash
 from appliance.core import Appliance, Event
 from appliance.errors import ApplianceError, BadRequest
 from appliance.models.catalog import load_catalog
+from appliance.models.sources import fetch_model
 from appliance.models.store import ModelStore, sha256_file
 from appliance.plugin_admin import install, load_for
 from appliance.provisioning.schema import Provisioning
@@ -174,8 +175,6 @@ def apply(path: Path, home: Path, system_root: Path = Path("/")) -> Result:
         _write_atomic(settings_path, render_settings(plan.settings_toml))
         settings: Settings = load_settings({"home": home}, environ={})
         store = ModelStore(settings.models_dir, load_catalog())
-        from appliance.models.sources import fetch_model
-
         for model, quant, source, sha in plan.model_files:
             if isinstance(source, Path):
                 stored.append(store.add_file(model, quant, source, sha).path)
