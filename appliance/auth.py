@@ -7,6 +7,7 @@ to a thief; there is no password to stretch.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import time
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 import sqlite_utils
 
 from appliance.errors import BadRequest, NotFound
+from appliance.quotas import TokenLimits
 
 ROLES = ("user", "admin")
 TOKEN_PREFIX = "apl_"
@@ -28,6 +30,7 @@ class Actor:
     name: str
     role: str
     via: str = "token"
+    limits: TokenLimits | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -46,7 +49,11 @@ def new_token() -> str:
 
 
 def create_token(
-    db: sqlite_utils.Database, role: str, name: str = "", created_by: str = "cli"
+    db: sqlite_utils.Database,
+    role: str,
+    name: str = "",
+    created_by: str = "cli",
+    limits: TokenLimits | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Create a token; return the clear token (shown once) and its stored row."""
     if role not in ROLES:
@@ -62,8 +69,9 @@ def create_token(
         "created_by": created_by,
         "last_used_at": None,
         "revoked_at": None,
+        **(limits or TokenLimits()).columns(),
     }
-    db.table("tokens").insert(row)
+    db.table("tokens").insert(row, alter=False)
     return token, public_row(row)
 
 
@@ -91,12 +99,21 @@ def store_token_hash(
 
 
 def public_row(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if k != "hash"}
+    public = {k: v for k, v in row.items() if k != "hash"}
+    if isinstance(public.get("models"), str):
+        public["models"] = json.loads(public["models"])
+    return public
 
 
-def find_token(db: sqlite_utils.Database, token: str) -> dict[str, Any] | None:
+def find_token(
+    db: sqlite_utils.Database, token: str, now: float | None = None
+) -> dict[str, Any] | None:
+    """The active row of a token: not revoked and not expired."""
     rows = list(
-        db.table("tokens").rows_where("hash = ? and revoked_at is null", [hash_token(token)])
+        db.table("tokens").rows_where(
+            "hash = ? and revoked_at is null and (expires_at is null or expires_at > ?)",
+            [hash_token(token), time.time() if now is None else now],
+        )
     )
     return rows[0] if rows else None
 
@@ -115,8 +132,11 @@ def revoke_token(db: sqlite_utils.Database, token_id: str) -> dict[str, Any]:
 
 
 def active_token_count(db: sqlite_utils.Database, role: str | None = None) -> int:
-    sql = "select count(*) from tokens where revoked_at is null"
-    params: list[Any] = []
+    sql = (
+        "select count(*) from tokens where revoked_at is null "
+        "and (expires_at is null or expires_at > ?)"
+    )
+    params: list[Any] = [time.time()]
     if role:
         sql += " and role = ?"
         params.append(role)

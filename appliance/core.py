@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from appliance import __version__
 from appliance.auth import Actor, active_token_count
 from appliance.brake import FailureBrake
+from appliance.capabilities import Embedder, EmbeddingResult
 from appliance.discovery.zeroconf import Zeroconf
-from appliance.errors import Forbidden
+from appliance.errors import ApplianceError, Forbidden
 from appliance.hardware.calibrate import (
     Calibration,
     calibrate,
@@ -34,6 +35,7 @@ from appliance.hookcall import PerPlugin
 from appliance.models.catalog import load_catalog
 from appliance.models.store import ModelStore
 from appliance.plugins import Plugins
+from appliance.quotas import Quotas
 from appliance.registry import ModelKind, Registered, Registry, canonical_name
 from appliance.scheduler import Scheduler
 from appliance.settings import Settings
@@ -98,6 +100,7 @@ class Appliance:
         self.store = ModelStore(settings.models_dir, self.catalog)
         self.scheduler = Scheduler(settings.queue_size, settings.keep_alive_s)
         self.auth_brake = FailureBrake()
+        self.quotas = Quotas()
         self._background: set[asyncio.Task[Any]] = set()
         self._state: dict[StateKey[Any], Any] = {}
         self.zeroconf = Zeroconf(settings.host)
@@ -191,6 +194,31 @@ class Appliance:
 
     def remove_chat_model(self, plugin: str, name: str) -> None:
         self.registry.chat.remove(name, owner=plugin)
+
+    async def check_limits(self, actor: Actor, model: str | None) -> None:
+        """Refuse (403/429, audited) a request beyond its token's limits; count it otherwise."""
+        if actor.limits is None or not actor.limits.any:
+            return
+        try:
+            await self.quotas.check(self.db, actor.id, actor.limits, model)
+        except ApplianceError as exc:
+            detail = {"model": model, "code": exc.code, "status": exc.status}
+            self.track(Event("token.limited", actor=actor, resource=model or "", detail=detail))
+            raise
+
+    async def spend(self, actor: Actor, tokens: int) -> None:
+        """Count tokens against a token's daily limit (when it has one)."""
+        if actor.limits is not None and actor.limits.tokens_per_day:
+            await self.quotas.spend(self.db, actor.id, tokens)
+
+    async def embed_for(
+        self, actor: Actor, embedder: Embedder, texts: list[str], keep_alive: float | None = None
+    ) -> EmbeddingResult:
+        """Embeddings for a user's request, within their token's limits."""
+        await self.check_limits(actor, embedder.name)
+        result = await self.scheduler.embed(embedder, texts, keep_alive)
+        await self.spend(actor, result.prompt_tokens)
+        return result
 
     async def calibrate(self) -> Calibration | None:
         """Measure decode speed on the chosen chat model (or the served one), keep the result,

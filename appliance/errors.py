@@ -62,6 +62,11 @@ class Conflict(ApplianceError):
     error_type = "conflict_error"
 
 
+class RequestTimeout(ApplianceError):
+    status = 408
+    error_type = "invalid_request_error"
+
+
 class PayloadTooLarge(ApplianceError):
     status = 413
     error_type = "invalid_request_error"

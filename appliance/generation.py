@@ -54,6 +54,7 @@ class ChatRun:
     async def start(self) -> None:
         """Admit the request; a refusal (4xx, or 503 when the line is full) raises here."""
         if self.ticket is None:
+            await self.appliance.check_limits(self.actor, self.model.name)
             self.ticket = await self.appliance.scheduler.generate(
                 self.model, self.request, caller=self.actor.id, keep_alive=self.keep_alive
             )
@@ -95,6 +96,9 @@ class ChatRun:
         finally:
             ticket.cancel()
             self.text = "".join(parts)
+            spent = self.usage.prompt_tokens + self.usage.completion_tokens
+            if spent:
+                await self.appliance.spend(self.actor, spent)
 
     async def guard(
         self,

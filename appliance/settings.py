@@ -44,6 +44,12 @@ class Settings(BaseModel):
     disable_plugins: tuple[str, ...] = ()
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     max_json_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    """Time a client has to send a request's headers (slow clients are cut off with 408)."""
+    body_timeout_s: float = Field(default=300.0, gt=0)
+    """Time a client has to send a request's body."""
+    max_connections_per_address: int = Field(default=128, ge=1)
+    """Open connections one client address may hold (a proxy such as Open WebUI is one address)."""
     mdns: bool = True
     instance_name: str = ""
     models_dir_override: Path | None = Field(default=None, alias="models_dir")

@@ -14,6 +14,7 @@ from appliance.app import create_app
 from appliance.cli.common import home_option, settings_from, setup_logging
 from appliance.discovery.mdns import Advertiser
 from appliance.errors import ApplianceError
+from appliance.http.guard import ConnectionGuard, GuardedAppRunner
 from appliance.keys import APPLIANCE
 from appliance.settings import Settings
 from appliance.tls import fingerprint, server_context
@@ -21,9 +22,15 @@ from appliance.tls import fingerprint, server_context
 log = logging.getLogger("appliance.serve")
 
 
+def make_runner(app: web.Application, settings: Settings) -> GuardedAppRunner:
+    """The runner the box serves with: slow headers cut off, connections per address bounded."""
+    guard = ConnectionGuard(settings.header_timeout_s, settings.max_connections_per_address)
+    return GuardedAppRunner(app, guard, handler_cancellation=True, access_log=None)
+
+
 async def serve_until_stopped(settings: Settings) -> None:
     app = create_app(settings)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    runner = make_runner(app, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance import hookimpl
 from appliance.auth import Actor, find_token
+from appliance.quotas import TokenLimits
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -45,7 +46,7 @@ async def _actor_for_token(appliance: Appliance, token: str) -> Actor | None:
                 lambda db: db.table("tokens").update(row["id"], {"last_used_at": now})
             )
         )
-    return Actor(id=row["id"], name=row["name"], role=row["role"])
+    return Actor(id=row["id"], name=row["name"], role=row["role"], limits=TokenLimits.from_row(row))
 
 
 @hookimpl(trylast=True)

@@ -7,6 +7,7 @@ import sqlite_utils
 from appliance.history.migrations import Migration, migration
 from appliance.history.transcripts import create_transcriptions
 from appliance.jobs import create_jobs
+from appliance.quotas import create_token_limits
 
 
 @migration("create_conversations")
@@ -96,4 +97,5 @@ CORE_MIGRATIONS: list[Migration] = [
     _audit,
     create_transcriptions,
     create_jobs,
+    create_token_limits,
 ]

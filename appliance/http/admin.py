@@ -15,6 +15,7 @@ from appliance.hardware.report import hardware_report
 from appliance.http.middleware import read_json, require
 from appliance.http.validation import parse_body
 from appliance.keys import appliance_of, request_id_of
+from appliance.quotas import TokenLimits, parse_expiry
 
 routes = web.RouteTableDef()
 
@@ -73,7 +74,20 @@ async def plugins(request: web.Request) -> web.Response:
 
 class TokenCreate(BaseModel):
     role: str = Field(pattern="^(user|admin)$")
-    name: str = ""
+    name: str = Field(default="", max_length=200)
+    models: list[str] | None = None
+    rpm: int | None = Field(default=None, ge=1)
+    tokens_per_day: int | None = Field(default=None, ge=1)
+    expires: str | None = Field(default=None, max_length=40)
+    """30d, 12h, 90m, 2w, or a date (2027-01-31)."""
+
+    def limits(self) -> TokenLimits:
+        return TokenLimits(
+            models=tuple(self.models) if self.models is not None else None,
+            rpm=self.rpm,
+            tokens_per_day=self.tokens_per_day,
+            expires_at=parse_expiry(self.expires) if self.expires else None,
+        )
 
 
 @routes.get("/appliance/tokens")
@@ -88,8 +102,9 @@ async def new_token(request: web.Request) -> web.Response:
     actor = require(request, "tokens.manage")
     body = parse_body(TokenCreate, await read_json(request))
     appliance = appliance_of(request)
+    limits = body.limits()
     token, row = await appliance.db.write(
-        lambda db: create_token(db, body.role, body.name, created_by=actor.id)
+        lambda db: create_token(db, body.role, body.name, created_by=actor.id, limits=limits)
     )
     appliance.track(
         Event(
@@ -98,7 +113,7 @@ async def new_token(request: web.Request) -> web.Response:
             resource=row["id"],
             address=request.remote or "",
             request_id=request_id_of(request),
-            detail={"role": body.role},
+            detail={"role": body.role, **limits.columns()},
         )
     )
     return web.json_response({**row, "token": token}, status=201)

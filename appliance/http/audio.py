@@ -93,6 +93,7 @@ async def _handle(request: web.Request, translate: bool) -> web.Response:
     if wanted in ("", "whisper-1"):
         wanted = _default_transcriber(request)
     model = appliance.registry.transcribers.get(wanted)
+    await appliance.check_limits(actor, model.name)
     fmt = _field(fields, "response_format", "json")
     if fmt not in FORMATS:
         raise BadRequest(

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from aiohttp import web
 
 from appliance.auth import OPEN_ACTOR, Actor
 from appliance.core import Event
-from appliance.errors import ApplianceError, BadRequest, Forbidden, PayloadTooLarge, Unauthorized
+from appliance.errors import (
+    ApplianceError,
+    BadRequest,
+    Forbidden,
+    PayloadTooLarge,
+    RequestTimeout,
+    Unauthorized,
+)
 from appliance.keys import actor_of, appliance_of, request_id_of, set_actor, set_request_id
 
 log = logging.getLogger(__name__)
@@ -111,7 +120,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if "Authorization" in request.headers:
             appliance.auth_brake.failed(address)
             raise Unauthorized(
-                "the bearer token is not valid or was revoked", code="invalid_api_key"
+                "the bearer token is not valid, has expired or was revoked", code="invalid_api_key"
             )
         raise Unauthorized(
             "this box requires a bearer token: send 'Authorization: Bearer <token>' "
@@ -143,6 +152,17 @@ def require(request: web.Request, action: str, resource: str | None = None) -> A
     return actor
 
 
+@asynccontextmanager
+async def body_deadline(request: web.Request) -> AsyncIterator[None]:
+    """Bound the time to receive a request's body (``body_timeout_s``): 408 past it."""
+    limit = appliance_of(request).settings.body_timeout_s
+    try:
+        async with asyncio.timeout(limit):
+            yield
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {limit:g} s") from None
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
@@ -153,10 +173,11 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"JSON body is {request.content_length} bytes; the limit is {limit}")
     raw = bytearray()
-    async for chunk in request.content.iter_chunked(65536):
-        raw.extend(chunk)
-        if len(raw) > limit:
-            raise PayloadTooLarge(f"JSON body exceeds the limit of {limit} bytes")
+    async with body_deadline(request):
+        async for chunk in request.content.iter_chunked(65536):
+            raw.extend(chunk)
+            if len(raw) > limit:
+                raise PayloadTooLarge(f"JSON body exceeds the limit of {limit} bytes")
     if not raw.strip():
         raise BadRequest("the request body is empty; send a JSON object")
     try:

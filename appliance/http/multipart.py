@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from appliance.errors import BadRequest, PayloadTooLarge
+from appliance.errors import BadRequest, PayloadTooLarge, RequestTimeout
+from appliance.http.middleware import body_deadline
 
 
 @dataclass
@@ -37,8 +38,9 @@ async def read_form(request: web.Request, limit: int, file_fields: tuple[str, ..
     if not request.content_type.startswith("multipart/form-data"):
         raise BadRequest("send multipart/form-data")
     try:
-        return await _read(request, limit, file_fields)
-    except (BadRequest, PayloadTooLarge):
+        async with body_deadline(request):
+            return await _read(request, limit, file_fields)
+    except (BadRequest, PayloadTooLarge, RequestTimeout):
         raise
     except (
         ValueError,

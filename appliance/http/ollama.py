@@ -329,11 +329,12 @@ async def _embed(
     request: web.Request, name: str, texts: list[str], keep_alive: float | None
 ) -> tuple[list[list[float]], int, float, str]:
     appliance = appliance_of(request)
+    actor = require(request, "models.use")
     embedder = appliance.registry.embedders.get(name)
     if not texts or any(not t for t in texts):
         raise BadRequest("input must be non-empty text", param="input")
     started = time.monotonic()
-    result = await appliance.scheduler.embed(embedder, texts, keep_alive)
+    result = await appliance.embed_for(actor, embedder, texts, keep_alive)
     return result.vectors, result.prompt_tokens, (time.monotonic() - started) * 1000, name
 
 

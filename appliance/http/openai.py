@@ -252,7 +252,7 @@ def _base64_floats(vector: list[float]) -> str:
 
 @routes.post("/v1/embeddings")
 async def embeddings(request: web.Request) -> web.Response:
-    require(request, "models.use")
+    actor = require(request, "models.use")
     appliance = appliance_of(request)
     body = parse_body(EmbeddingBody, await read_json(request))
     try:
@@ -262,7 +262,7 @@ async def embeddings(request: web.Request) -> web.Response:
     if not texts or any(not t for t in texts):
         raise BadRequest("'input' must be non-empty text", param="input")
     embedder = appliance.registry.embedders.get(body.model)
-    result = await appliance.scheduler.embed(embedder, texts)
+    result = await appliance.embed_for(actor, embedder, texts)
     data = []
     for index, vector in enumerate(result.vectors):
         if body.dimensions is not None:
