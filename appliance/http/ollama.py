@@ -237,8 +237,8 @@ async def _answer(
             async for chunk in pieces:
                 if chunk.text:
                     await sse.send_line(response, piece(chunk.text))
+        await run.record()  # before the last line: a reply the client has whole is in history
         await sse.send_line(response, final(""))
-        await run.record()
         await response.write_eof()
 
     await run.guard(produce, lambda exc: sse.send_line(response, {"error": exc.message}))

@@ -62,9 +62,11 @@ class BatchWorker:
     # Called from the event loop.
     def submit(self, ticket: SequenceTicket, ready: Callable[[BaseException | None], None]) -> None:
         """Queue a request for preparation; ``ready`` is called (on the worker) once it waits for
-        a slot, or with the error that refuses it. Raises ``Overloaded`` when the line is full."""
+        a slot, or with the error that refuses it. Raises ``Overloaded`` when the line is full:
+        the box holds ``slots + queue_size`` requests, however fast they arrive."""
         with self._lock:
-            if len(self.pending) + self._reserved >= self.queue_size:
+            free_slots = max(0, self.model.slots - len(self.active))
+            if len(self.pending) + self._reserved >= self.queue_size + free_slots:
                 raise Overloaded(
                     f"model '{self.model.name}' has {self.queue_size} requests waiting; "
                     "retry shortly"
@@ -90,8 +92,6 @@ class BatchWorker:
     def _prepare(
         self, ticket: SequenceTicket, ready: Callable[[BaseException | None], None]
     ) -> None:
-        with self._lock:
-            self._reserved -= 1
         try:
             if ticket.cancelled:
                 raise ApplianceError("the client went away", status=499)
@@ -99,11 +99,14 @@ class BatchWorker:
             assert ticket.request is not None
             ticket.sequence = self.model.prepare(ticket.request)
         except BaseException as exc:
+            with self._lock:
+                self._reserved -= 1
             if not isinstance(exc, ApplianceError):
                 log.exception("preparing a request for %s failed", self.model.name)
             ready(exc)
             return
-        with self._lock:
+        with self._lock:  # from reserved to waiting in one move (see submit)
+            self._reserved -= 1
             self.pending.push(ticket.caller, ticket)
         ready(None)
 
@@ -179,11 +182,11 @@ class BatchWorker:
                     )
                     continue
                 return
-            with self._lock:
+            with self._lock:  # one move, so submit() never counts the ticket in neither place
                 self.pending.pop()  # the ticket peeked at; its caller goes to the back
+                self.active.append(ticket)
             ticket.admitted_at = time.monotonic()
             ticket.queued_ms = (ticket.admitted_at - ticket.enqueued_at) * 1000
-            self.active.append(ticket)
 
     def _step(self) -> None:
         by_sequence = {id(t.sequence): t for t in self.active}
