@@ -47,9 +47,13 @@ async def serve(home: Path, **overrides: Any) -> AsyncIterator[str]:
 
 @asynccontextmanager
 async def serve_process(
-    home: Path, plugins: str, extra_env: dict[str, str] | None = None
+    home: Path,
+    plugins: str,
+    extra_env: dict[str, str] | None = None,
+    pid_out: list[int] | None = None,
 ) -> AsyncIterator[str]:
-    """Run `appliance serve` in its own process (as clients see it); yield its base URL."""
+    """Run `appliance serve` in its own process (as clients see it); yield its base URL (and put
+    its pid in ``pid_out``, for memory readings)."""
     port = free_port()
     env = {
         **os.environ,
@@ -72,6 +76,8 @@ async def serve_process(
         env=env,
     )
     url = f"http://127.0.0.1:{port}"
+    if pid_out is not None:
+        pid_out.append(proc.pid)
     try:
         async with aiohttp.ClientSession() as session:
             for _ in range(300):
@@ -89,3 +95,10 @@ async def serve_process(
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
