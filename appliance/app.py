@@ -17,6 +17,7 @@ from appliance.core import Appliance, Event
 from appliance.errors import SettingsError
 from appliance.hookcall import describe
 from appliance.http import admin, audio, conversations, ollama, openai, plugins_api
+from appliance.http.cors import add_cors_headers, cors_middleware
 from appliance.http.middleware import auth_middleware, errors_middleware
 from appliance.jobs import JobRunner
 from appliance.keys import APPLIANCE
@@ -39,8 +40,10 @@ def create_app(
     appliance.detect()
     appliance.register_models()
     app = web.Application(
-        middlewares=[errors_middleware, auth_middleware], client_max_size=settings.max_body_bytes
+        middlewares=[cors_middleware, errors_middleware, auth_middleware],
+        client_max_size=settings.max_body_bytes,
     )
+    app.on_response_prepare.append(add_cors_headers)
     app[APPLIANCE] = appliance
     app.add_routes(admin.routes)
     app.add_routes(openai.routes)

@@ -104,6 +104,8 @@ class Appliance:
         self._background: set[asyncio.Task[Any]] = set()
         self._state: dict[StateKey[Any], Any] = {}
         self.zeroconf = Zeroconf(settings.host)
+        for kind in ("chat", "embed", "transcribe"):
+            self.registry.of_kind(kind).prefer = functools.partial(self._prefer, kind)
 
     def detect(self) -> Choice:
         """Probe the hardware, pick the profile, and choose the models that fit."""
@@ -142,6 +144,12 @@ class Appliance:
         if kind == "chat":
             return choice.chat.model if choice.chat else ""
         return choice.embed_model if kind == "embed" else choice.transcribe_model
+
+    def _prefer(self, kind: ModelKind, names: list[str]) -> str:
+        for wanted in (self._configured_model(kind), self._chosen_model(kind)):
+            if wanted in names:
+                return wanted
+        return names[0]
 
     def default_chat_model(self) -> str | None:
         return self.default_model("chat")

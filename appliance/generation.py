@@ -17,13 +17,39 @@ from typing import Any, TypeVar
 from appliance.auth import Actor
 from appliance.capabilities import ChatModel, ChatRequest, CompletionRequest, GenerationChunk, Usage
 from appliance.core import Appliance
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, BadRequest
 from appliance.history.conversations import Exchange, record_exchange
 from appliance.scheduler import Ticket
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 DISCONNECTS = (ConnectionResetError, ConnectionError)
+
+
+def has_images(messages: list[dict[str, Any]]) -> bool:
+    """Whether any message carries an image (OpenAI ``image_url`` parts, Ollama ``images``)."""
+    for message in messages:
+        if message.get("images"):
+            return True
+        content = message.get("content")
+        if isinstance(content, list) and any(
+            isinstance(part, dict) and part.get("type") in ("image_url", "input_image")
+            for part in content
+        ):
+            return True
+    return False
+
+
+def refuse_images_unless_read(model: ChatModel, images: bool, param: str = "messages") -> None:
+    """The same clear 400 on both APIs when a text-only model is sent images (never dropping
+    them silently, which lets the model invent what it did not see)."""
+    if images and "vision" not in model.info.capabilities:
+        raise BadRequest(
+            f"model '{model.name}' reads text only and cannot take images; choose a model "
+            "that reads images",
+            param=param,
+            code="images_not_supported",
+        )
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
@@ -25,6 +26,22 @@ class Registered(Generic[T]):
     kind: str
     items: dict[str, T] = field(default_factory=dict)
     owners: dict[str, str] = field(default_factory=dict)
+    prefer: Callable[[list[str]], str] | None = None
+    """Which of several tagged models a bare name means (``smollm2`` for ``smollm2:135m`` and
+    ``smollm2:360m``): the Appliance sets it to its hardware choice."""
+
+    def resolve(self, name: str) -> str | None:
+        """The registered name ``name`` means: exact, without ``:latest``, or a bare name for
+        its tagged models (as ``ollama run smollm2`` works); None when nothing matches."""
+        key = canonical_name(name)
+        if key in self.items:
+            return key
+        if ":" in key:
+            return None
+        tagged = sorted(n for n in self.items if n.split(":", 1)[0] == key)
+        if len(tagged) > 1 and self.prefer is not None:
+            return self.prefer(tagged)
+        return tagged[0] if tagged else None
 
     def add(self, name: str, item: T, owner: str) -> None:
         name = canonical_name(name)
@@ -54,8 +71,8 @@ class Registered(Generic[T]):
         return True
 
     def get(self, name: str) -> T:
-        key = canonical_name(name)
-        if key not in self.items:
+        key = self.resolve(name)
+        if key is None:
             known = ", ".join(sorted(self.items)) or "none"
             raise NotFound(
                 f"{self.kind} '{name}' not found; available: {known}",
@@ -65,7 +82,8 @@ class Registered(Generic[T]):
         return self.items[key]
 
     def find(self, name: str) -> T | None:
-        return self.items.get(canonical_name(name))
+        key = self.resolve(name)
+        return None if key is None else self.items[key]
 
     def owner(self, name: str) -> str | None:
         return self.owners.get(canonical_name(name))
@@ -77,7 +95,7 @@ class Registered(Generic[T]):
         return list(self.items)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and canonical_name(name) in self.items
+        return isinstance(name, str) and self.resolve(name) is not None
 
 
 @dataclass

@@ -24,6 +24,7 @@ from pydantic import (
 from appliance.errors import SettingsError
 
 ENV_PREFIX = "APPLIANCE_"
+LIST_SETTINGS = ("load_plugins", "disable_plugins", "rag_roots", "cors_origins")
 CONFIG_FILE = "appliance.toml"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -50,6 +51,17 @@ class Settings(BaseModel):
     """Time a client has to send a request's body."""
     max_connections_per_address: int = Field(default=128, ge=1)
     """Open connections one client address may hold (a proxy such as Open WebUI is one address)."""
+    cors_origins: tuple[str, ...] = (
+        "http://localhost",
+        "https://localhost",
+        "http://localhost:*",
+        "https://localhost:*",
+        "http://127.0.0.1",
+        "https://127.0.0.1",
+        "http://127.0.0.1:*",
+        "https://127.0.0.1:*",
+    )
+    """Origins whose web pages may call the API (like OLLAMA_ORIGINS; "*" for any)."""
     mdns: bool = True
     instance_name: str = ""
     models_dir_override: Path | None = Field(default=None, alias="models_dir")
@@ -109,7 +121,7 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
         key = ENV_PREFIX + name.upper()
         if key in environ:
             raw: Any = environ[key]
-            if name in ("load_plugins", "disable_plugins", "rag_roots"):
+            if name in LIST_SETTINGS:
                 raw = tuple(p.strip() for p in raw.split(",") if p.strip())
             values[name] = (raw, key)
     return values
@@ -124,7 +136,7 @@ def _file_values(path: Path) -> dict[str, tuple[Any, str]]:
         raise SettingsError(f"{path} is not valid TOML: {exc}") from exc
     values: dict[str, tuple[Any, str]] = {}
     for key, value in data.items():
-        if key in ("load_plugins", "disable_plugins", "rag_roots") and isinstance(value, str):
+        if key in LIST_SETTINGS and isinstance(value, str):
             value = tuple(p.strip() for p in value.split(",") if p.strip())
         values[key] = (value, str(path))
     return values

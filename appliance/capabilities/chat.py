@@ -65,6 +65,7 @@ class ChatRequest:
     response_format: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
+    parallel_tool_calls: bool = True
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,8 @@ class ChatModel(LoadableModel):
     """A model that chats and completes text. Subclasses are registered by plugins."""
 
     driving: ClassVar[Driving] = "serial"
+    calls_tools: ClassVar[bool] = False
+    """Whether the model answers requests with ``tools`` (by its template or by a grammar)."""
 
     @property
     def backend(self) -> ChatModel:
@@ -225,3 +228,16 @@ class AsyncChatModel(ChatModel):
 
     def chat(self, request: ChatRequest, cancel: threading.Event) -> Iterator[GenerationChunk]:
         raise BadRequest(f"model '{self.name}' runs on the event loop; use the scheduler")
+
+
+def model_capabilities(model: LoadableModel) -> list[str]:
+    """What a model is for, in Ollama's words (``/api/show``, ``/api/tags``, ``/v1/models``), so
+    a chat front end does not offer an embedder or Whisper as a chat model."""
+    found = model.info.capabilities
+    out: list[str] = []
+    if "chat" in found or "completion" in found:
+        out.append("completion")
+        if getattr(model.backend if isinstance(model, ChatModel) else model, "calls_tools", False):
+            out.append("tools")
+    out += [c for c in found if c not in ("chat", "completion")]
+    return out

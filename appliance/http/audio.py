@@ -13,6 +13,7 @@ from appliance.capabilities.transcribe import Segment, Transcription, Transcript
 from appliance.errors import BadRequest, Forbidden, NotFound
 from appliance.history.conversations import fts_quote
 from appliance.history.transcripts import TranscriptionRecord
+from appliance.http.languages import language_name
 from appliance.http.middleware import require
 from appliance.http.multipart import read_form
 from appliance.jobs import public
@@ -61,7 +62,7 @@ def to_vtt(segments: list[Segment]) -> str:
 def verbose(result: Transcription, task: str, words: bool, temperature: float) -> dict[str, Any]:
     body: dict[str, Any] = {
         "task": task,
-        "language": result.language,
+        "language": language_name(result.language),
         "duration": round(result.duration, 3),
         "text": result.text,
         "segments": [

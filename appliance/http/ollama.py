@@ -12,8 +12,9 @@ from typing import Any
 from aiohttp import web
 
 from appliance.capabilities import ChatRequest, CompletionRequest, ModelInfo
+from appliance.capabilities.chat import model_capabilities
 from appliance.errors import BadRequest, NotFound
-from appliance.generation import ChatRun
+from appliance.generation import ChatRun, refuse_images_unless_read
 from appliance.http import sse
 from appliance.http.context import add_context
 from appliance.http.middleware import read_json, require
@@ -28,7 +29,6 @@ from appliance.http.ollama_schema import (
 )
 from appliance.http.validation import parse_body
 from appliance.keys import appliance_of
-from appliance.registry import canonical_name
 
 routes = web.RouteTableDef()
 OLLAMA_COMPATIBLE_VERSION = "0.12.0"
@@ -68,8 +68,8 @@ def _details(info: ModelInfo) -> dict[str, Any]:
 
 def _all_infos(request: web.Request) -> list[tuple[ModelInfo, Any]]:
     reg = appliance_of(request).registry
-    out: list[tuple[ModelInfo, Any]] = [(m.info, m) for m in reg.chat.items.values()]
-    out += [(e.info, e) for e in reg.embedders.items.values()]
+    out: list[tuple[ModelInfo, Any]] = [(m.info, m) for m in reg.chat.values()]
+    out += [(e.info, e) for e in reg.embedders.values()]
     return out
 
 
@@ -92,8 +92,9 @@ async def tags(request: web.Request) -> web.Response:
             "size": info.size_bytes,
             "digest": info.digest,
             "details": _details(info),
+            "capabilities": model_capabilities(model),
         }
-        for info, _ in _all_infos(request)
+        for info, model in _all_infos(request)
     ]
     return web.json_response({"models": models})
 
@@ -131,13 +132,10 @@ async def show(request: web.Request) -> web.Response:
     require(request, "models.list")
     body = parse_body(ShowBody, await read_json(request))
     reg = appliance_of(request).registry
-    model: Any = reg.chat.items.get(_key(body.model)) or reg.embedders.items.get(_key(body.model))
+    model: Any = reg.chat.find(body.model) or reg.embedders.find(body.model)
     if model is None:
         raise NotFound(f"model '{body.model}' not found")
     info: ModelInfo = model.info
-    capabilities = list(info.capabilities)
-    if getattr(model, "supports_tools", False):
-        capabilities.append("tools")
     arch = info.family or "unknown"
     return web.json_response(
         {
@@ -153,16 +151,10 @@ async def show(request: web.Request) -> web.Response:
                 f"{arch}.block_count": info.details.get("layers", 0),
                 f"{arch}.embedding_length": info.details.get("dimensions", 0),
             },
-            "capabilities": [
-                "completion" if c == "chat" else c for c in capabilities if c != "completion"
-            ],
+            "capabilities": model_capabilities(model),
             "modified_at": _modified(info, appliance_of(request).started_at),
         }
     )
-
-
-def _key(name: str) -> str:
-    return canonical_name(name)
 
 
 def _stats(run: ChatRun) -> dict[str, Any]:
@@ -248,8 +240,6 @@ async def _answer(
 def _ollama_messages(body: ChatBody) -> list[dict[str, Any]]:
     out = []
     for m in body.messages:
-        if m.images:
-            raise BadRequest("this model does not accept images", param="images")
         item: dict[str, Any] = {"role": m.role, "content": m.content}
         if m.tool_calls:
             item["tool_calls"] = [
@@ -277,6 +267,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     keep_alive = keep_alive_seconds(body.keep_alive)
     if not body.messages:
         return await _load_only(request, model, keep_alive, "chat", body.model)
+    refuse_images_unless_read(model, any(m.images for m in body.messages), "images")
     sent = _ollama_messages(body)
     messages, citations = await add_context(appliance, raw, sent)
     chat_request = ChatRequest(
@@ -306,8 +297,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
     body = parse_body(GenerateBody, await read_json(request))
     model = appliance.registry.chat.get(body.model)
     keep_alive = keep_alive_seconds(body.keep_alive)
-    if body.images:
-        raise BadRequest("this model does not accept images", param="images")
+    refuse_images_unless_read(model, bool(body.images), "images")
     if not body.prompt and not body.suffix:
         return await _load_only(request, model, keep_alive, "generate", body.model)
     sampling = body.options.sampling(body.logprobs, body.top_logprobs)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from appliance.capabilities.chat import SamplingOptions
 from appliance.errors import BadRequest
+from appliance.http.validation import Body
 
 _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h)?\s*$")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -39,8 +40,7 @@ def keep_alive_seconds(value: Any) -> float | None:
     return FOREVER_S if seconds < 0 or seconds > FOREVER_S else seconds
 
 
-class Options(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class Options(Body):
     seed: int | None = None
     temperature: float = Field(default=0.8, ge=0)
     top_k: int = Field(default=40, ge=0)
@@ -92,8 +92,7 @@ class OllamaMessage(BaseModel):
     tool_calls: list[dict[str, Any]] | None = None
 
 
-class _Common(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class _Common(Body):
     model: str = ""
     name: str = ""
     stream: bool = True

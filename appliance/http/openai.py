@@ -13,8 +13,9 @@ from typing import Any
 from aiohttp import web
 
 from appliance.capabilities import ChatRequest, CompletionRequest
+from appliance.capabilities.chat import model_capabilities
 from appliance.errors import BadRequest, NotFound
-from appliance.generation import ChatRun
+from appliance.generation import ChatRun, has_images, refuse_images_unless_read
 from appliance.http import sse
 from appliance.http.context import add_context
 from appliance.http.middleware import read_json, require
@@ -25,8 +26,14 @@ from appliance.keys import appliance_of
 routes = web.RouteTableDef()
 
 
-def _model_entry(name: str, owner: str, created: int) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": created, "owned_by": owner}
+def _model_entry(name: str, owner: str, created: int, model: Any) -> dict[str, Any]:
+    return {
+        "id": name,
+        "object": "model",
+        "created": created,
+        "owned_by": owner,
+        "capabilities": model_capabilities(model),
+    }
 
 
 def all_models(request: web.Request) -> list[dict[str, Any]]:
@@ -36,7 +43,7 @@ def all_models(request: web.Request) -> list[dict[str, Any]]:
     entries: list[dict[str, Any]] = []
     for group in (reg.chat, reg.embedders, reg.transcribers):
         for name in group.names():
-            entries.append(_model_entry(name, group.owner(name) or "", created))
+            entries.append(_model_entry(name, group.owner(name) or "", created, group.get(name)))
     return entries
 
 
@@ -78,6 +85,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = parse_body(ChatCompletionBody, raw)
     model = appliance.registry.chat.get(body.model)
     sent = [m.model_dump(exclude_none=True) for m in body.messages]
+    refuse_images_unless_read(model, has_images(sent))
     messages, citations = await add_context(appliance, raw, sent)
     chat_request = ChatRequest(
         messages=messages,
@@ -85,6 +93,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         response_format=body.response_format,
         tools=body.tools,
         tool_choice=body.tool_choice,
+        parallel_tool_calls=body.parallel_tool_calls,
     )
     run = ChatRun(appliance, actor, model, chat_request, api="openai", client_messages=sent)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -111,7 +120,12 @@ async def respond_chat(
         return await _stream_chat(request, run, completion_id, created, include_usage, citations)
     await run.collect()
     conversation_id = await run.record()
-    message: dict[str, Any] = {"role": "assistant", "content": run.text, "refusal": None}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": run.text,
+        "refusal": None,
+        "annotations": [],
+    }
     finish = run.finish_reason or "stop"
     if run.tool_calls:
         message["tool_calls"] = run.tool_calls

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from appliance.capabilities.chat import SamplingOptions
+from appliance.http.validation import Body
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(Body):
     include_usage: bool = False
 
 
@@ -22,8 +23,7 @@ class ChatMessageIn(BaseModel):
     tool_call_id: str | None = None
 
 
-class SamplingFields(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class SamplingFields(Body):
     model: str = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -37,6 +37,12 @@ class SamplingFields(BaseModel):
     frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
     logit_bias: dict[str, float] | None = None
     user: str | None = None
+
+    @model_validator(mode="after")
+    def _stream_options_need_a_stream(self) -> SamplingFields:
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed when stream is true")
+        return self
 
     @field_validator("logit_bias")
     @classmethod
@@ -77,6 +83,7 @@ class ChatCompletionBody(SamplingFields):
     response_format: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool = True
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     rag: str | dict[str, Any] | None = None
@@ -141,8 +148,7 @@ class CompletionBody(SamplingFields):
         )
 
 
-class EmbeddingBody(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class EmbeddingBody(Body):
     model: str = Field(min_length=1)
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"

@@ -27,11 +27,14 @@ from appliance import (
 from appliance_llama.engine import LlamaEngine
 from appliance_llama.sampling import check_grammar, grammar_for
 from appliance_llama.sequence import Sequence, parse_tool_calls
+from appliance_llama.tools import ToolFormat, generic_messages, plan, reply_schema, system_prompt
 
 __all__ = ["LlamaChatModel", "parse_tool_calls"]
 
 
 class LlamaChatModel(BatchedChatModel):
+    calls_tools = True  # natively where the template has tools, by a grammar otherwise
+
     def __init__(
         self,
         info: ModelInfo,
@@ -118,9 +121,11 @@ class LlamaChatModel(BatchedChatModel):
         engine = self.engine
         assert engine is not None, "the scheduler loads a model before preparing requests"
         stops: tuple[str, ...] = ()
-        tools = False
+        tool_format: ToolFormat | None = None
+        grammar = grammar_for(request.response_format)
         if isinstance(request, ChatRequest):
-            prompt, stops, tools = self._chat_prompt(engine, request)
+            prompt, stops, tool_format, tool_grammar = self._chat_prompt(engine, request)
+            grammar = tool_grammar or grammar
         else:
             if request.suffix:
                 raise BadRequest(
@@ -144,29 +149,31 @@ class LlamaChatModel(BatchedChatModel):
                     f"logit_bias names token {token}; this model has {engine.n_vocab} tokens",
                     param="logit_bias",
                 )
-        grammar = grammar_for(request.response_format)
         if grammar is not None:
             check_grammar(engine.vocab, grammar)
-        return Sequence(prompt, request.sampling, limit, grammar, stops, tools)
+        return Sequence(prompt, request.sampling, limit, grammar, stops, tool_format)
 
     def _chat_prompt(
         self, engine: LlamaEngine, request: ChatRequest
-    ) -> tuple[list[int], tuple[str, ...], bool]:
+    ) -> tuple[list[int], tuple[str, ...], ToolFormat | None, str | None]:
         if self._formatter is None:
             raise BadRequest(f"model '{self.name}' has no chat template; use /v1/completions")
-        tools = request.tools
-        if tools and request.tool_choice != "none" and not self.supports_tools:
-            raise BadRequest(
-                f"model '{self.name}' was not trained for tool calls (its chat template has no "
-                "tools); choose a model that supports them",
-                param="tools",
-            )
-        if request.tool_choice == "none":
-            tools = None
+        tool_plan = plan(
+            request.tools,
+            request.tool_choice,
+            native=self.supports_tools,
+            parallel=request.parallel_tool_calls,
+        )
+        messages = self._messages(request.messages)
+        grammar = None
+        if tool_plan.format == "generic":
+            schema = reply_schema(tool_plan, _answer_schema(request.response_format))
+            messages = generic_messages(messages, system_prompt(tool_plan, schema))
+            grammar = grammar_for({"type": "json_schema", "json_schema": {"schema": schema}})
         try:
             formatted = self._formatter(
-                messages=self._messages(request.messages),  # type: ignore[arg-type]
-                tools=tools,  # type: ignore[arg-type]
+                messages=messages,  # type: ignore[arg-type]
+                tools=tool_plan.tools if tool_plan.format == "native" else None,  # type: ignore[arg-type]
             )
         except Exception as exc:
             raise BadRequest(f"the messages do not fit this model's chat template: {exc}") from None
@@ -174,7 +181,7 @@ class LlamaChatModel(BatchedChatModel):
             formatted.prompt, add_bos=not formatted.added_special, special=True
         )
         raw_stops = [formatted.stop] if isinstance(formatted.stop, str) else formatted.stop or []
-        return prompt, tuple(s for s in raw_stops if s), bool(tools)
+        return prompt, tuple(s for s in raw_stops if s), tool_plan.format, grammar
 
     def admit(self, sequence: Sequence) -> bool:
         assert self.engine is not None
@@ -187,3 +194,11 @@ class LlamaChatModel(BatchedChatModel):
     def release(self, sequence: Sequence, cancelled: bool) -> None:
         if self.engine is not None:
             self.engine.release(sequence, cancelled)
+
+
+def _answer_schema(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A ``json_schema`` response format shapes the answer inside a generic tool reply."""
+    if response_format and response_format.get("type") == "json_schema":
+        schema = response_format.get("json_schema", {}).get("schema")
+        return schema if isinstance(schema, dict) else None
+    return None

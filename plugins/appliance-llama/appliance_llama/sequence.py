@@ -12,11 +12,11 @@ import codecs
 import json
 import re
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from appliance import GenerationChunk, SamplingOptions, Usage
+from appliance_llama.tools import ToolFormat, call, parse_generic
 
 _TOOL_CALL_RE = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
 
@@ -65,17 +65,7 @@ def parse_tool_calls(text: str) -> list[dict[str, Any]]:
             continue
         if not isinstance(data, dict) or "name" not in data:
             continue
-        arguments = data.get("arguments", data.get("parameters", {}))
-        calls.append(
-            {
-                "id": "call_" + uuid.uuid4().hex[:24],
-                "type": "function",
-                "function": {
-                    "name": str(data["name"]),
-                    "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
-                },
-            }
-        )
+        calls.append(call(str(data["name"]), data.get("arguments", data.get("parameters", {}))))
     return calls
 
 
@@ -89,7 +79,8 @@ class Sequence:
     """The most tokens (prompt + reply) this sequence may hold in the KV cache."""
     grammar: str | None = None
     stops: tuple[str, ...] = ()
-    tools: bool = False
+    tool_format: ToolFormat | None = None
+    """How the reply carries tool calls: the template's own way, or generic JSON."""
     slot: Any = None
     sampler: Any = None
     n_past: int = 0
@@ -133,7 +124,7 @@ class Sequence:
             logprobs["bytes"] = list(text.encode())
         out, stopped = self.matcher.feed(text)
         chunks = []
-        if self.tools:
+        if self.tool_format:
             self.buffered.append(out)
             if logprobs:
                 chunks.append(GenerationChunk(logprobs=[logprobs]))
@@ -157,10 +148,13 @@ class Sequence:
             prompt_ms=(first - self.admitted_at) * 1000 if self.admitted_at else 0.0,
             decode_ms=(now - first) * 1000,
         )
-        if not self.tools:
+        if not self.tool_format:
             return [GenerationChunk(text=tail, finish_reason=reason, usage=usage)]
         text = "".join(self.buffered) + tail
-        calls = parse_tool_calls(text)
+        if self.tool_format == "generic":
+            text, calls = parse_generic(text)
+        else:
+            calls = parse_tool_calls(text)
         if calls:
             return [
                 GenerationChunk(tool_calls=calls),

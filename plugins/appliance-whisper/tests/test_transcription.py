@@ -145,6 +145,7 @@ async def test_every_response_format(client: TestClient) -> None:  # type: ignor
     ).json()
     validate_openai("CreateTranscriptionResponseVerboseJson", verbose)
     assert verbose["duration"] > 5 and verbose["words"]
+    assert verbose["language"] == "english"  # as OpenAI names it, not "en"
     starts = [w["start"] for w in verbose["words"]]
     assert starts == sorted(starts) and "Dashwood" in verbose["text"]
 
