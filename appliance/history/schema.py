@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite_utils
 
 from appliance.history.migrations import Migration, migration
+from appliance.history.responses import create_responses
 from appliance.history.transcripts import create_transcriptions
 from appliance.jobs import create_jobs
 from appliance.quotas import create_token_limits
@@ -98,4 +99,5 @@ CORE_MIGRATIONS: list[Migration] = [
     create_transcriptions,
     create_jobs,
     create_token_limits,
+    create_responses,
 ]

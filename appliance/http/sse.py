@@ -35,6 +35,11 @@ async def send_event(response: web.StreamResponse, obj: Any) -> None:
     await response.write(b"data: " + dumps(obj) + b"\n\n")
 
 
+async def send_named_event(response: web.StreamResponse, name: str, obj: Any) -> None:
+    """An event with its name (the Responses API's ``event: response.output_text.delta``)."""
+    await response.write(b"event: " + name.encode() + b"\ndata: " + dumps(obj) + b"\n\n")
+
+
 async def send_done(response: web.StreamResponse) -> None:
     await response.write(b"data: [DONE]\n\n")
     await response.write_eof()

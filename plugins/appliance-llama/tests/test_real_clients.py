@@ -198,3 +198,27 @@ def test_every_api_names_what_each_model_is_for(box: LiveBox, tmp_path: Path) ->
     assert "completion" in kinds["smollm2:135m"] and "tools" in kinds["smollm2:135m"]
     embedder = next(name for name in kinds if name.startswith("all-minilm"))
     assert kinds[embedder] == ["embedding"]
+
+
+def test_the_responses_api_with_a_function_tool_and_its_output(box: LiveBox) -> None:
+    client = openai.OpenAI(base_url=box.url + "/v1", api_key="unused")
+    tool = {"type": "function", **WEATHER["function"], "strict": False}
+    asked = client.responses.create(
+        model="smollm2",
+        input="What is the weather in Paris?",
+        tools=[tool],  # type: ignore[list-item]
+        tool_choice="required",
+        max_output_tokens=64,
+    )
+    calls = [item for item in asked.output if item.type == "function_call"]
+    assert calls and calls[0].name == "get_weather"
+    assert isinstance(json.loads(calls[0].arguments).get("city"), str)
+    answered = client.responses.create(
+        model="smollm2",
+        previous_response_id=asked.id,
+        input=[{"type": "function_call_output", "call_id": calls[0].call_id, "output": "Sunny"}],
+        tools=[tool],  # type: ignore[list-item]
+        tool_choice="none",
+        max_output_tokens=32,
+    )
+    assert answered.status in ("completed", "incomplete") and answered.output_text.strip()
