@@ -18,7 +18,7 @@ import sqlite_utils
 from appliance.errors import BadRequest, NotFound
 from appliance.quotas import TokenLimits
 
-ROLES = ("user", "admin")
+ROLES = ("user", "admin", "metrics")
 TOKEN_PREFIX = "apl_"
 
 

@@ -32,6 +32,7 @@ from appliance.history.db import HistoryDB
 from appliance.history.migrations import Migration, apply_migrations
 from appliance.history.schema import CORE_MIGRATIONS
 from appliance.hookcall import PerPlugin
+from appliance.metrics import Metrics
 from appliance.models.catalog import load_catalog
 from appliance.models.store import ModelStore
 from appliance.plugins import Plugins
@@ -101,6 +102,7 @@ class Appliance:
         self.scheduler = Scheduler(settings.queue_size, settings.keep_alive_s)
         self.auth_brake = FailureBrake()
         self.quotas = Quotas()
+        self.metrics = Metrics(self)
         self._background: set[asyncio.Task[Any]] = set()
         self._state: dict[StateKey[Any], Any] = {}
         self.zeroconf = Zeroconf(settings.host)

@@ -122,6 +122,9 @@ class ChatRun:
         finally:
             ticket.cancel()
             self.text = "".join(parts)
+            self.appliance.metrics.generated(
+                self.model.name, self.usage.completion_tokens, self.usage.decode_ms
+            )
             spent = self.usage.prompt_tokens + self.usage.completion_tokens
             if spent:
                 await self.appliance.spend(self.actor, spent)

@@ -60,6 +60,8 @@ def permission_allowed(
         return record is not None and action in record.permissions
     if actor.is_admin:
         return True
+    if actor.role == "metrics":
+        return action == "metrics.read" or None
     if actor.role == "user" and action in USER_ACTIONS:
         return True
     return None

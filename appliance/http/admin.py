@@ -11,10 +11,12 @@ from pydantic import BaseModel, Field
 from appliance.auth import create_token, list_tokens, revoke_token
 from appliance.core import Appliance, Event
 from appliance.discovery.mdns import instance_name
+from appliance.errors import BadRequest
 from appliance.hardware.report import hardware_report
 from appliance.http.middleware import read_json, require
 from appliance.http.validation import parse_body
 from appliance.keys import appliance_of, request_id_of
+from appliance.metrics import CONTENT_TYPE
 from appliance.quotas import TokenLimits, parse_expiry
 
 routes = web.RouteTableDef()
@@ -66,6 +68,50 @@ async def well_known(request: web.Request) -> web.Response:
     return web.json_response(await well_known_record(appliance_of(request)))
 
 
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format, for an admin token or a ``metrics`` one."""
+    require(request, "metrics.read")
+    return web.Response(
+        body=appliance_of(request).metrics.exposition(),
+        headers={"Content-Type": CONTENT_TYPE},
+    )
+
+
+@routes.get("/appliance/audit")
+async def audit(request: web.Request) -> web.Response:
+    """The audit log, newest first: ``?actor=`` (token id), ``?action=`` (prefix), ``?since=``
+    and ``?until=`` (Unix time), ``?limit=`` (at most 1000)."""
+    require(request, "audit.read")
+    query = request.query
+    where: list[str] = []
+    params: list[Any] = []
+    if query.get("actor"):
+        where.append("actor = ?")
+        params.append(query["actor"])
+    if query.get("action"):
+        where.append("action like ? escape '\\'")
+        params.append(query["action"].replace("\\", "\\\\").replace("%", "\\%") + "%")
+    for name, op in (("since", ">="), ("until", "<=")):
+        if query.get(name):
+            try:
+                params.append(float(query[name]))
+            except ValueError:
+                raise BadRequest(f"{name} must be a Unix time", param=name) from None
+            where.append(f"at {op} ?")
+    try:
+        limit = max(1, min(int(query.get("limit", "200")), 1000))
+    except ValueError:
+        raise BadRequest("limit must be a number", param="limit") from None
+    clause = " and ".join(where) or None
+    rows = await appliance_of(request).db.read(
+        lambda db: list(
+            db["audit"].rows_where(clause, params, order_by="at desc, id desc", limit=limit)
+        )
+    )
+    return web.json_response({"audit": rows})
+
+
 @routes.get("/appliance/plugins")
 async def plugins(request: web.Request) -> web.Response:
     require(request, "plugins.read")
@@ -73,7 +119,7 @@ async def plugins(request: web.Request) -> web.Response:
 
 
 class TokenCreate(BaseModel):
-    role: str = Field(pattern="^(user|admin)$")
+    role: str = Field(pattern="^(user|admin|metrics)$")
     name: str = Field(default="", max_length=200)
     models: list[str] | None = None
     rpm: int | None = Field(default=None, ge=1)

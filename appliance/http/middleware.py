@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -62,6 +63,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     supplied = request.headers.get("X-Request-Id", "")
     request_id = supplied if _REQUEST_ID_RE.match(supplied) else "req_" + secrets.token_hex(8)
     set_request_id(request, request_id)
+    started = time.monotonic()
     try:
         response = await handler(request)
     except ApplianceError as exc:
@@ -88,6 +90,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     if not response.prepared:
         response.headers["X-Request-Id"] = request_id
     _audit(request, response.status)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    appliance_of(request).metrics.request(
+        route, request.method, response.status, time.monotonic() - started
+    )
     return response
 
 

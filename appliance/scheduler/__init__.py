@@ -13,6 +13,7 @@ blocks on inference.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -58,6 +59,8 @@ class Scheduler:
         self._workers: dict[str, Worker] = {}
         self._async_running: dict[str, int] = {}
         self._lock = threading.Lock()
+        self.loads: collections.Counter[str] = collections.Counter()
+        """Model loads by name since start (for the metrics)."""
 
     def worker(self, model: Schedulable) -> Worker:
         with self._lock:
@@ -69,6 +72,7 @@ class Scheduler:
                     worker = BatchWorker(model, self.queue_size, self.keep_alive_s)
                 else:
                     worker = ModelWorker(model, self.queue_size, self.keep_alive_s)
+                worker.loads = self.loads
                 self._workers[model.name] = worker
             return worker
 

@@ -13,6 +13,7 @@ import math
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,7 @@ class BatchWorker:
         self._inbox: queue.Queue[Any] = queue.Queue()
         self._reserved = 0
         self._lock = threading.Lock()
+        self.loads: Counter[str] | None = None
         self._thread = threading.Thread(target=self._run, name=f"batch:{model.name}", daemon=True)
         self._thread.start()
 
@@ -111,7 +113,7 @@ class BatchWorker:
         ready(None)
 
     def ensure_loaded(self, ticket: Ticket) -> None:
-        ticket.load_ms = load_if_needed(self.model)
+        ticket.load_ms = load_if_needed(self.model, self.loads)
 
     def _run(self) -> None:
         while True:

@@ -13,6 +13,7 @@ import math
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -60,6 +61,7 @@ class ModelWorker:
         self.expires_at = 0.0
         self.busy = False
         self._stopping = False
+        self.loads: Counter[str] | None = None
         self._thread = threading.Thread(target=self._run, name=f"model:{model.name}", daemon=True)
         self._thread.start()
 
@@ -132,7 +134,7 @@ class ModelWorker:
             job.queued_ms = (time.monotonic() - job.enqueued_at) * 1000
         self.busy = True
         try:
-            load_ms = load_if_needed(self.model)
+            load_ms = load_if_needed(self.model, self.loads)
             if live:
                 result = self.model.embed([text for job in live for text in job.texts])  # type: ignore[attr-defined]
                 counts = result.token_counts or [0] * len(result.vectors)
@@ -176,7 +178,7 @@ class ModelWorker:
             return
         self.busy = True
         try:
-            job.load_ms = load_if_needed(self.model)
+            job.load_ms = load_if_needed(self.model, self.loads)
             result = job.fn(job.cancel_event)
             if isinstance(result, Iterator):
                 try:

@@ -7,6 +7,7 @@ import logging
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,12 +30,14 @@ def wait_for(expires_at: float) -> float:
     return max(0.0, min(expires_at - time.time(), LONGEST_WAIT_S))
 
 
-def load_if_needed(model: Any) -> float:
+def load_if_needed(model: Any, loads: Counter[str] | None = None) -> float:
     """Load ``model`` unless it is loaded; return the milliseconds it took (0 when loaded)."""
     if model.loaded:
         return 0.0
     started = time.monotonic()
     model.load()
+    if loads is not None:
+        loads[model.name] += 1
     elapsed = (time.monotonic() - started) * 1000
     log.info("loaded model %s in %.0f ms", model.name, elapsed)
     return elapsed

@@ -47,6 +47,12 @@ async def test_rounds_of_one_too_many_streams(tmp_path: Path) -> None:
                 assert len(answered) == HOLDS and all(done for _, _, done in answered), results
                 assert len(refused) == 1 and refused[0][1].isdigit(), results
                 rss.append(box.rss_bytes())
+            async with session.get(box.url + "/metrics") as scraped:
+                metrics = await scraped.text()
+        assert 'appliance_model_loads_total{model="smollm2:135m"} 1.0' in metrics
+        assert f'appliance_model_slots{{model="smollm2:135m"}} {float(SLOTS)}' in metrics
+        refused = f'route="/v1/chat/completions",status="503"}} {float(ROUNDS)}'
+        assert refused in metrics, metrics
         growth = rss[-1] - rss[1]
         print(f"RSS per round (MiB): {[round(r / 2**20, 1) for r in rss]}")
         assert growth < 16 * 2**20, f"RSS grew {growth / 2**20:.1f} MiB over {ROUNDS - 2} rounds"
