@@ -60,7 +60,7 @@ define apt_install
 	fi
 endef
 
-SYSTEM_PACKAGES := iproute2 mtools
+SYSTEM_PACKAGES := iproute2 mtools chromium fonts-dejavu-core
 sysdeps:
 	$(call apt_install,$(SYSTEM_PACKAGES))
 

@@ -58,6 +58,7 @@ from appliance.http.validation import parse_body  # noqa: E402
 from appliance.keys import actor_of, appliance_of  # noqa: E402
 from appliance.models.catalog import CatalogModel  # noqa: E402
 from appliance.models.store import StoredModel, sha256_file  # noqa: E402
+from appliance.quotas import TokenLimits  # noqa: E402
 
 __all__ = [
     "Actor",
@@ -92,6 +93,7 @@ __all__ = [
     "Segment",
     "StateKey",
     "StoredModel",
+    "TokenLimits",
     "Transcriber",
     "Transcription",
     "TranscriptionRequest",

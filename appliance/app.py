@@ -58,12 +58,17 @@ def create_app(
     return app
 
 
+RESERVED_PREFIXES = frozenset({"v1", "api", "appliance", "plugins", "metrics", ".well-known"})
+
+
 def _route_prefix(appliance: Appliance, name: str) -> str:
-    """``/plugins/<name>``, or ``/appliance/<name>`` for a plugin that asks for it (its own
-    namespace under the appliance API, never a core path)."""
+    """``/plugins/<name>``, or ``/appliance/<name>`` or ``/<name>`` for a plugin that asks for it
+    (its own namespace, never a core path; the web page is ``/ui``)."""
     plugin = appliance.plugins.pm.get_plugin(name)
     wanted = getattr(plugin, "ROUTE_PREFIX", None)
-    return f"/appliance/{name}" if wanted == f"/appliance/{name}" else f"/plugins/{name}"
+    if wanted == f"/appliance/{name}" or (wanted == f"/{name}" and name not in RESERVED_PREFIXES):
+        return str(wanted)
+    return f"/plugins/{name}"
 
 
 def _route_defs(answer: Any) -> list[web.AbstractRouteDef]:
@@ -78,6 +83,13 @@ def _route_defs(answer: Any) -> list[web.AbstractRouteDef]:
     return found
 
 
+def _public_paths(appliance: Appliance, name: str, prefix: str) -> set[str]:
+    """A plugin's ``PUBLIC_PATHS`` (under its prefix; a trailing ``*`` for a whole folder):
+    reachable without a token, such as a sign-in page."""
+    plugin = appliance.plugins.pm.get_plugin(name)
+    return {prefix + str(p) for p in getattr(plugin, "PUBLIC_PATHS", ())}
+
+
 def _mount_plugin_routes(app: web.Application, appliance: Appliance) -> None:
     """Each plugin's routes become its own sub-app under its prefix, registered by aiohttp
     itself; whatever goes wrong is that plugin's load error, and the box goes on."""
@@ -86,10 +98,14 @@ def _mount_plugin_routes(app: web.Application, appliance: Appliance) -> None:
     ):
         name = answer.plugin
         prefix = _route_prefix(appliance, name)
-        sub = web.Application(client_max_size=appliance.settings.max_body_bytes)
         try:
-            sub.router.add_routes(_route_defs(answer.value))
+            if isinstance(answer.value, web.Application):
+                sub = answer.value  # a plugin's own sub-app (its middlewares, its signals)
+            else:
+                sub = web.Application()
+                sub.router.add_routes(_route_defs(answer.value))
             app.add_subapp(prefix, sub)
+            appliance.public_paths.update(_public_paths(appliance, name, prefix))
         except Exception as exc:
             appliance.plugins.fail(name, f"register_routes failed: {describe(exc)}")
             continue

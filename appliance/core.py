@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from appliance import __version__
-from appliance.auth import Actor, active_token_count
+from appliance.auth import (
+    Actor,
+    active_token_count,
+    actor_of_row,
+    find_token,
+    find_token_by_id,
+)
 from appliance.brake import FailureBrake
 from appliance.capabilities import Embedder, EmbeddingResult
 from appliance.discovery.zeroconf import Zeroconf
@@ -46,6 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+PUBLIC_PATHS = frozenset({"/", "/appliance/health", "/.well-known/appliance.json", "/api/version"})
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,8 @@ class Appliance:
         self.metrics = Metrics(self)
         self._background: set[asyncio.Task[Any]] = set()
         self._state: dict[StateKey[Any], Any] = {}
+        self.public_paths: set[str] = set()
+        """Plugin paths reachable without a token (a trailing ``*``: everything under it)."""
         self.zeroconf = Zeroconf(settings.host)
         for kind in ("chat", "embed", "transcribe"):
             self.registry.of_kind(kind).prefer = functools.partial(self._prefer, kind)
@@ -156,6 +165,11 @@ class Appliance:
     def default_chat_model(self) -> str | None:
         return self.default_model("chat")
 
+    def is_public(self, path: str) -> bool:
+        if path in PUBLIC_PATHS or path in self.public_paths:
+            return True
+        return any(p.endswith("*") and path.startswith(p[:-1]) for p in self.public_paths)
+
     async def is_open(self) -> bool:
         """Whether the box runs without auth: only on loopback, and only while no token exists."""
         if not self.settings.is_loopback:
@@ -204,6 +218,16 @@ class Appliance:
 
     def remove_chat_model(self, plugin: str, name: str) -> None:
         self.registry.chat.remove(name, owner=plugin)
+
+    async def actor_for_token(self, token: str) -> Actor | None:
+        """Who a bearer token stands for (None: unknown, revoked or expired)."""
+        row = await self.db.read(lambda db: find_token(db, token))
+        return None if row is None else actor_of_row(row)
+
+    async def actor_for_token_id(self, token_id: str, via: str = "token") -> Actor | None:
+        """Who a stored token stands for, by its id (a web session keeps the id)."""
+        row = await self.db.read(lambda db: find_token_by_id(db, token_id))
+        return None if row is None else actor_of_row(row, via)
 
     async def check_limits(self, actor: Actor, model: str | None) -> None:
         """Refuse (403/429, audited) a request beyond its token's limits; count it otherwise."""

@@ -6,8 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from appliance import hookimpl
-from appliance.auth import Actor, find_token
-from appliance.quotas import TokenLimits
+from appliance.auth import Actor, actor_of_row, find_token
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -46,7 +45,7 @@ async def _actor_for_token(appliance: Appliance, token: str) -> Actor | None:
                 lambda db: db.table("tokens").update(row["id"], {"last_used_at": now})
             )
         )
-    return Actor(id=row["id"], name=row["name"], role=row["role"], limits=TokenLimits.from_row(row))
+    return actor_of_row(row)
 
 
 @hookimpl(trylast=True)

@@ -24,8 +24,17 @@ routes = web.RouteTableDef()
 
 @routes.get("/")
 async def root(request: web.Request) -> web.Response:
-    # Ollama clients probe the root and expect this exact text.
+    """Ollama clients probe the root and expect this exact text; a browser goes to the page."""
+    if "text/html" in request.headers.get("Accept", "") and _has_web_page(request):
+        raise web.HTTPFound("/ui/")
     return web.Response(text="Ollama is running")
+
+
+def _has_web_page(request: web.Request) -> bool:
+    return any(
+        isinstance(r, web.PrefixedSubAppResource) and r.canonical == "/ui"
+        for r in request.app.router.resources()
+    )
 
 
 @routes.get("/appliance/health")
@@ -57,6 +66,11 @@ async def well_known_record(appliance: Appliance) -> dict[str, Any]:
             "chat": reg.chat.names(),
             "embeddings": reg.embedders.names(),
             "transcription": reg.transcribers.names(),
+        },
+        "default_models": {
+            "chat": appliance.default_model("chat"),
+            "embeddings": appliance.default_model("embed"),
+            "transcription": appliance.default_model("transcribe"),
         },
         "auth": await appliance.auth_mode(),
         "profile": {"id": appliance.profile.id, "name": appliance.profile.name},

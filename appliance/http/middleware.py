@@ -29,7 +29,6 @@ from appliance.keys import actor_of, appliance_of, request_id_of, set_actor, set
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC_PATHS = frozenset({"/", "/appliance/health", "/.well-known/appliance.json", "/api/version"})
 UNAUDITED_PATHS = frozenset({"/appliance/health", "/.well-known/appliance.json"})
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -121,7 +120,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if actor is None and await appliance.is_open():
         actor = OPEN_ACTOR
     set_actor(request, actor)
-    if actor is None and request.path not in PUBLIC_PATHS and request.method != "OPTIONS":
+    if actor is None and not appliance.is_public(request.path) and request.method != "OPTIONS":
         address = request.remote or ""
         appliance.auth_brake.check(address)
         if "Authorization" in request.headers:
