@@ -14,7 +14,7 @@ endif
 
 TEST_MODELS := $(CURDIR)/.cache/models
 
-.PHONY: run test lint format install sysdeps image-deps models test-models image image-test clean
+.PHONY: run test test-clients lint format install sysdeps image-deps models test-models image image-test clean
 
 # The image boot test (tests/test_image.py) runs when CI=true or APPLIANCE_IMAGE_TEST=1.
 IMAGE_TEST := $(filter true 1,$(CI) $(APPLIANCE_IMAGE_TEST))
@@ -25,6 +25,11 @@ run: install models
 
 test: install test-models $(if $(IMAGE_TEST),image-deps)
 	$(BIN)/python -m pytest -q
+
+# Real third-party clients against a live box: Open WebUI (installed offline from PyPI under
+# .cache/clients/), openai-node and ollama-js. Not part of `make test` (Open WebUI is large).
+test-clients: install test-models
+	tests/clients/run
 
 # The x86-64 image (build/image/): Debian bookworm, the project, the default models.
 image: install test-models image-deps

@@ -163,12 +163,13 @@ class LlamaChatModel(BatchedChatModel):
             request.tool_choice,
             native=self.supports_tools,
             parallel=request.parallel_tool_calls,
+            messages=request.messages,
         )
         messages = self._messages(request.messages)
         grammar = None
         if tool_plan.format == "generic":
             schema = reply_schema(tool_plan, _answer_schema(request.response_format))
-            messages = generic_messages(messages, system_prompt(tool_plan, schema))
+            messages = generic_messages(messages, system_prompt(tool_plan))
             grammar = grammar_for({"type": "json_schema", "json_schema": {"schema": schema}})
         try:
             formatted = self._formatter(

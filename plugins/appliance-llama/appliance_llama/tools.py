@@ -32,6 +32,10 @@ class ToolPlan:
     most_calls: int = 1
     """The most calls one reply may hold (one when a function is named or parallel calls are
     off; otherwise one per tool, which keeps a small model from repeating itself)."""
+    answer_only: bool = False
+    """The generic method gives one round of calls per user message: once their results are
+    in, the model answers (a model that was never trained for tools would otherwise call
+    them again and again, as a front end such as Open WebUI keeps running them)."""
 
     @property
     def active(self) -> bool:
@@ -63,7 +67,11 @@ def checked_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
 
 
 def plan(
-    tools: list[dict[str, Any]] | None, tool_choice: Any, native: bool, parallel: bool = True
+    tools: list[dict[str, Any]] | None,
+    tool_choice: Any,
+    native: bool,
+    parallel: bool = True,
+    messages: list[dict[str, Any]] | None = None,
 ) -> ToolPlan:
     """OpenAI's ``tool_choice``: ``auto`` (default), ``none``, ``required``, or
     ``{"type": "function", "function": {"name": ...}}``."""
@@ -94,7 +102,17 @@ def plan(
             raise BadRequest("tool_choice requires a call but no tools were sent", param="tools")
         return ToolPlan([], False, None)
     kind: ToolFormat = "native" if native and not required else "generic"
-    return ToolPlan(offered, required, kind, len(offered) if parallel else 1)
+    answer_only = kind == "generic" and not required and _results_since_last_ask(messages or [])
+    return ToolPlan(offered, required, kind, len(offered) if parallel else 1, answer_only)
+
+
+def _results_since_last_ask(messages: list[dict[str, Any]]) -> bool:
+    for message in reversed(messages):
+        if message.get("role") == "tool":
+            return True
+        if message.get("role") == "user":
+            return False
+    return False
 
 
 def reply_schema(tool_plan: ToolPlan, response: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -132,28 +150,41 @@ def reply_schema(tool_plan: ToolPlan, response: dict[str, Any] | None = None) ->
         "properties": {"response": response or {"type": "string"}},
         "required": ["response"],
     }
-    return {"anyOf": [with_calls, answer]}
+    return answer if tool_plan.answer_only else {"anyOf": [answer, with_calls]}
 
 
-def system_prompt(tool_plan: ToolPlan, schema: dict[str, Any]) -> str:
-    described = [
-        {
-            "name": t["function"]["name"],
-            "description": t["function"].get("description", ""),
-            "parameters": t["function"]["parameters"],
-        }
-        for t in tool_plan.tools
-    ]
-    either = (
-        "with `tool_calls` (the tools to call and their arguments)"
-        if tool_plan.required
-        else "either with `tool_calls` (a request to call tools) or with `response` (your reply "
-        "to the user)"
+def system_prompt(tool_plan: ToolPlan) -> str:
+    """The tools and the reply format, in few tokens: one line a tool (its description's first
+    sentence and its parameters, compact). The grammar holds the reply to the exact schema, so
+    the schema itself is not repeated here; a front end that attaches twenty tools (Open WebUI)
+    still leaves room for the conversation."""
+    if tool_plan.answer_only:
+        return (
+            "The tools you called have answered; their results are above. Now write your reply "
+            'to the user, as JSON: {"response": ...}'
+        )
+    lines = [f"- {_tool_line(t['function'])}" for t in tool_plan.tools]
+    call = '{"tool_calls": [{"name": "<tool>", "arguments": {...}}]}'
+    if tool_plan.required:
+        reply = f"Reply only with JSON that calls tools: {call}"
+    else:
+        reply = (
+            "Call a tool only when the user's request needs what it gives. Then reply with "
+            f"JSON: {call}. Otherwise answer the user in JSON, your whole answer as the string "
+            '"response".'
+        )
+    return "You can call these tools:\n" + "\n".join(lines) + "\n" + reply
+
+
+def _tool_line(function: dict[str, Any]) -> str:
+    description = " ".join(str(function.get("description") or "").split())
+    first = re.split(r"(?<=[.!?])\s", description, maxsplit=1)[0][:160]
+    properties = (function.get("parameters") or {}).get("properties") or {}
+    arguments = ", ".join(
+        f"{name}: {spec.get('type', 'any') if isinstance(spec, dict) else 'any'}"
+        for name, spec in properties.items()
     )
-    return (
-        f"You can call these tools:\n{json.dumps(described, indent=2)}\n\n"
-        f"Respond in JSON, {either}, following this schema:\n{json.dumps(schema)}"
-    )
+    return f"{function['name']}({arguments})" + (f": {first}" if first else "")
 
 
 def generic_messages(messages: list[dict[str, Any]], prompt: str) -> list[dict[str, Any]]:

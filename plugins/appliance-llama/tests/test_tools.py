@@ -37,6 +37,13 @@ def test_tool_choice_semantics() -> None:
 def test_the_schema_allows_a_call_or_an_answer_unless_a_call_is_required() -> None:
     auto = reply_schema(plan([A, B], "auto", native=False))
     assert len(auto["anyOf"]) == 2
+    asked = [{"role": "user", "content": "?"}]
+    answered = [*asked, {"role": "assistant", "tool_calls": []}, {"role": "tool", "content": "1"}]
+    assert not plan([A], "auto", native=False, messages=asked).answer_only
+    after_results = plan([A], "auto", native=False, messages=answered)
+    assert after_results.answer_only and reply_schema(after_results)["required"] == ["response"]
+    assert not plan([A], "required", native=False, messages=answered).answer_only
+    assert not plan([A], "auto", native=True, messages=answered).answer_only
     required = reply_schema(plan([A], "required", native=False))
     call = required["properties"]["tool_calls"]["items"]
     assert call["properties"]["name"]["const"] == "a" and required["required"] == ["tool_calls"]
