@@ -59,13 +59,12 @@ async def chat_like_the_page(
         if DEBUG:
             print("event", str(event)[:300], file=sys.stderr)
         inner = data.get("data") if isinstance(data.get("data"), dict) else {}
-        if data.get("type") == "chat:message:error" or inner.get("error"):
+        failed = data.get("type") == "chat:message:error" or inner.get("error")
+        if failed:
             errors.append(data)
-            if not done.done():
-                done.set_result("")
-        if data.get("type") == "chat:completion" and inner.get("done"):
-            if not done.done():
-                done.set_result("")
+        finished = data.get("type") == "chat:completion" and inner.get("done")
+        if (failed or finished) and not done.done():
+            done.set_result("")
 
     await sio.connect(
         url, socketio_path="/ws/socket.io", auth={"token": token}, transports=["websocket"]
