@@ -30,6 +30,7 @@ from appliance import (
 from appliance_rag.cli import rag_cli
 from appliance_rag.index import create_tables
 from appliance_rag.loaders import LOADERS
+from appliance_rag.metrics import IngestionCollector
 from appliance_rag.service import UPLOADS, Collections
 
 NAME = "rag"
@@ -69,6 +70,8 @@ async def _rescan(appliance: Appliance, interval: float) -> None:
 async def _lifespan(appliance: Appliance) -> AsyncIterator[None]:
     collections = service(appliance)
     appliance.registry.retrievers.add(NAME, collections, NAME)  # for other plugins to use
+    metrics = IngestionCollector(collections)
+    appliance.metrics.registry.register(metrics)
     for name in await collections.names():  # resume and catch up after a restart
         collections.start(name)
     interval = appliance.settings.rag_scan_interval_s
@@ -78,6 +81,7 @@ async def _lifespan(appliance: Appliance) -> AsyncIterator[None]:
         scanner.cancel()
     for task in collections.tasks.values():
         task.cancel()
+    appliance.metrics.registry.unregister(metrics)
     appliance.drop_state(SERVICE)
 
 

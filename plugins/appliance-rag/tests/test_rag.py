@@ -97,6 +97,9 @@ async def test_collection_ingests_searches_and_reports_bad_files(
     )
     assert punctuation.status == 200
     assert (await punctuation.json())["results"][0]["path"].endswith("printers.txt")
+    metrics = await (await client.get("/metrics")).text()
+    assert f'appliance_rag_chunks{{collection="office"}} {float(status["chunks"])}' in metrics
+    assert 'appliance_rag_ingest_remaining{collection="office"} 0.0' in metrics
 
 
 async def test_incremental_reindex_change_delete_rename(

@@ -272,7 +272,7 @@ async function collections() {
   };
   const rows = data.collections.map((c) => [
     c.name, c.roots.join(", "), String(c.files), String(c.chunks),
-    `${c.status} ${c.progress?.done ?? ""}${c.progress?.total ? `/${c.progress.total}` : ""}`,
+    `${c.status} ${c.progress?.files_done ?? ""}${c.progress?.files_total ? `/${c.progress.files_total}` : ""}`,
     isAdmin() ? el("button", { type: "button", class: "secondary", "aria-label": `${t("collections.reindex")} ${c.name}`, onclick: async () => {
       await api("POST", `/appliance/rag/collections/${encodeURIComponent(c.name)}/reindex`);
       say(t("common.saved"), "ok");
