@@ -1,4 +1,4 @@
-"""RAG's own metrics on the box's registry: chunks indexed and files still to read, per collection."""
+"""RAG's own metrics on the box's registry: chunks indexed and files left to read, by collection."""
 
 from __future__ import annotations
 
