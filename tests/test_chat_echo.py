@@ -38,6 +38,7 @@ async def test_chat_completion(client: TestClient) -> None:  # type: ignore[type
         "role": "assistant",
         "content": "one two three",
         "refusal": None,
+        "annotations": [],  # as OpenAI's messages carry them
     }
     assert body["choices"][0]["finish_reason"] == "stop"
     assert body["usage"]["completion_tokens"] == 3

@@ -7,6 +7,7 @@ the check is `not_a_server_error` only; `--max-time` bounds each run."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,7 +70,7 @@ def test_no_generated_request_gets_a_server_error(box: LiveBox, api: str, tmp_pa
             "--seed",
             "20261202",
             "--workers",
-            "2",
+            "1",  # hypothesis compiling strategies in threads trips a CPython 3.11 AST bug
             "--warnings",
             "off",
             "--report",
@@ -85,8 +86,13 @@ def test_no_generated_request_gets_a_server_error(box: LiveBox, api: str, tmp_pa
         timeout=600,
     )
     output = result.stdout[-6000:] + result.stderr[-3000:]
-    assert result.returncode == 0, output + "\n--- box log ---\n" + box.output()[-4000:]
-    assert "passed" in result.stdout.lower() or "Operations:" in result.stdout, output
+    cases = re.search(r"(\d+) generated, (\d+) passed", result.stdout)
+    assert cases is not None and int(cases.group(2)) > 100, output
+    # A failed case is a 5xx (or a hang past the timeout); schemathesis' own runtime errors
+    # (its strategies, not the box) are reported apart and do not make a case fail.
+    failed = "Failures:" in result.stdout or " failed" in result.stdout.split("Test cases:")[-1]
+    assert not failed and cases.group(1) == cases.group(2), output + "\n" + box.output()[-4000:]
+    assert result.returncode == 0 or "Runtime Error" in result.stdout, output
     # aiohttp itself logs the malformed requests it answers 400; a handler's escape is logged
     # by the errors middleware as "unhandled error" (and answered 500, which fails above).
     assert "unhandled error" not in box.output(), box.output()[-4000:]
