@@ -9,6 +9,7 @@ logprobs computed from the row's logits only when asked, tool calls returned as 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import json
 import re
 import time
@@ -52,21 +53,37 @@ class StopMatcher:
 
 
 def parse_tool_calls(text: str) -> list[dict[str, Any]]:
-    """Tool calls in the Hermes/Qwen ``<tool_call>{...}</tool_call>`` form or a bare JSON call."""
-    raw = _TOOL_CALL_RE.findall(text)
+    """Tool calls as the template families write them: Hermes/Qwen ``<tool_call>{...}
+    </tool_call>``, Llama 3.x's bare ``{"name": ..., "parameters": ...}`` (after
+    ``<|python_tag|>``, several separated by ``;``), Mistral's ``[TOOL_CALLS] [{...}]``. A reply
+    that is not wholly calls is an answer."""
+    raw: list[Any] = []
+    for item in _TOOL_CALL_RE.findall(text):
+        with contextlib.suppress(json.JSONDecodeError):
+            raw.append(json.loads(item))
     if not raw:
-        stripped = text.strip()
-        raw = [stripped] if stripped.startswith("{") and stripped.endswith("}") else []
+        body = text.strip().removeprefix("<|python_tag|>").removeprefix("[TOOL_CALLS]").strip()
+        raw = _json_values(body) if body.startswith(("{", "[")) else []
     calls = []
-    for item in raw:
-        try:
-            data = json.loads(item)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(data, dict) or "name" not in data:
-            continue
-        calls.append(call(str(data["name"]), data.get("arguments", data.get("parameters", {}))))
+    for data in (x for item in raw for x in (item if isinstance(item, list) else [item])):
+        if isinstance(data, dict) and "name" in data:
+            arguments = data.get("arguments", data.get("parameters", {}))
+            calls.append(call(str(data["name"]), arguments))
     return calls
+
+
+def _json_values(text: str) -> list[Any]:
+    """Every JSON value in ``text`` separated by spaces, ``;`` or ``,``; [] if anything else."""
+    decoder, position, values = json.JSONDecoder(), 0, []
+    while position < len(text):
+        try:
+            value, position = decoder.raw_decode(text, position)
+        except json.JSONDecodeError:
+            return []
+        values.append(value)
+        while position < len(text) and text[position] in " \t\r\n;,":
+            position += 1
+    return values
 
 
 @dataclass(eq=False)

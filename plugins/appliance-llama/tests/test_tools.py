@@ -75,3 +75,23 @@ def test_history_with_calls_and_results_renders_without_a_tool_template() -> Non
     assert messages[0] == {"role": "system", "content": "Be brief.\n\nTOOLS"}
     assert json.loads(messages[2]["content"]) == {"tool_calls": [{"name": "a", "arguments": {}}]}
     assert messages[3] == {"role": "user", "content": "Result of call_1: sunny"}
+
+
+@pytest.mark.parametrize(
+    ("reply", "names"),
+    [
+        ('<tool_call>\n{"name": "a", "arguments": {"x": 1}}\n</tool_call>', ["a"]),  # Hermes/Qwen
+        (
+            '<|python_tag|>{"name": "a", "parameters": {"x": 1}}; {"name": "b", "parameters": {}}',
+            ["a", "b"],
+        ),  # Llama 3.x
+        ('[TOOL_CALLS] [{"name": "b", "arguments": {}}]', ["b"]),  # Mistral
+        ('{"name": "a", "arguments": {}}', ["a"]),
+        ("The weather is fine.", []),
+        ('{"name": "a"} and then some words', []),
+    ],
+)
+def test_native_replies_of_each_family(reply: str, names: list[str]) -> None:
+    from appliance_llama.sequence import parse_tool_calls
+
+    assert [c["function"]["name"] for c in parse_tool_calls(reply)] == names
