@@ -16,7 +16,16 @@ from appliance.auth import active_token_count, create_token
 from appliance.core import Appliance, Event
 from appliance.errors import SettingsError
 from appliance.hookcall import describe
-from appliance.http import admin, audio, conversations, ollama, openai, plugins_api, responses
+from appliance.http import (
+    admin,
+    audio,
+    conversations,
+    models_api,
+    ollama,
+    openai,
+    plugins_api,
+    responses,
+)
 from appliance.http.cors import add_cors_headers, cors_middleware
 from appliance.http.middleware import auth_middleware, errors_middleware
 from appliance.jobs import JobRunner
@@ -52,6 +61,7 @@ def create_app(
     app.add_routes(audio.routes)
     app.add_routes(conversations.routes)
     app.add_routes(responses.routes)
+    app.add_routes(models_api.routes)
     _mount_plugin_routes(app, appliance)
     app.cleanup_ctx.append(_core_lifespan)
     app.cleanup_ctx.append(_plugin_lifespans)

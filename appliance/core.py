@@ -112,6 +112,8 @@ class Appliance:
         self.metrics = Metrics(self)
         self._background: set[asyncio.Task[Any]] = set()
         self._state: dict[StateKey[Any], Any] = {}
+        self.model_tasks: dict[str, dict[str, Any]] = {}
+        """Model fetches and verifications started over HTTP, with their progress."""
         self.public_paths: set[str] = set()
         """Plugin paths reachable without a token (a trailing ``*``: everything under it)."""
         self.zeroconf = Zeroconf(settings.host)

@@ -131,6 +131,8 @@ def test_the_page_in_a_real_browser(box: tuple[LiveBox, str]) -> None:
         page.get_by_role("link", name="Models").click()
         expect(page.get_by_role("heading", name="Models")).to_be_visible()
         expect(page.locator("main")).to_contain_text("echo")
+        page.get_by_role("button", name="Verify all files").click()
+        expect(page.locator("#model-tasks")).to_contain_text("verify all: done", timeout=60_000)
         shot(page, "5-models")
         page.get_by_role("link", name="Plugins").click()
         expect(page.locator("main")).to_contain_text("whisper")

@@ -168,20 +168,45 @@ async function chat() {
 async function models() {
   const [data, hardware] = await Promise.all([api("GET", "/appliance/models"), api("GET", "/appliance/hardware")]);
   const served = Object.entries(data.served).flatMap(([kind, names]) => names.map((n) => [n, kind]));
+  const progress = el("ul", { id: "model-tasks", "aria-live": "polite" });
+  const showTasks = async () => {
+    const { tasks } = await api("GET", "/appliance/models/tasks");
+    progress.replaceChildren(...tasks.slice(0, 8).map((task) => el("li", { class: task.status === "failed" ? "error" : "" },
+      `${task.kind} ${task.model}: ${task.status} (${task.done}/${task.total})${task.error ? ` ${task.error}` : ""}`)));
+    if (tasks.some((task) => task.status === "running") && document.body.contains(progress)) setTimeout(showTasks, 1500);
+  };
+  const start = (method, path, body) => async () => {
+    try {
+      await api(method, path, body);
+      say(t("common.saved"), "ok");
+    } catch (error) {
+      say(t("common.error", { message: error.message }), "error");
+    }
+    showTasks();
+  };
+  const button = (label, name, action, kind = "secondary") =>
+    el("button", { type: "button", class: kind, "aria-label": `${label} ${name}`, onclick: action, text: label });
+  showTasks();
   return section(
     t("models.title"),
+    el("h2", { text: t("models.tasks") }),
+    progress,
+    el("button", { type: "button", onclick: start("POST", "/appliance/models/verify"), text: t("models.verify") }),
     el("h2", { text: t("models.served") }),
     table([t("common.name"), t("models.kind")], served),
     el("h2", { text: t("models.running") }),
     table([t("common.name"), "slots", "queue"], data.running.map((m) => [m.name, `${m.slots_busy}/${m.slots}`, m.queued])),
     el("h2", { text: t("models.wanted") }),
-    el("ul", {}, hardware.missing.map((m) => el("li", {}, `${m.model}: `, el("code", { text: m.command || m.note })))),
+    el("ul", {}, hardware.missing.map((m) => el("li", {}, `${m.model}: `, el("code", { text: m.command || m.note }), " ",
+      m.command ? button(t("models.fetch_button"), m.model, start("POST", "/appliance/models/fetch", { id: m.model })) : null))),
     el("h2", { text: t("models.stored") }),
-    table([t("common.name"), t("models.size"), t("models.remove")], (data.stored || []).map((s) =>
-      [`${s.id} ${s.quant ?? ""}`, gib(s.size), el("code", { text: `appliance models remove ${s.id}` })])),
+    table([t("common.name"), t("models.size"), t("common.actions")], (data.stored || []).map((s) =>
+      [`${s.id} ${s.quant ?? ""}`, gib(s.size),
+        button(t("models.remove_button"), s.id, start("DELETE", `/appliance/models/${encodeURIComponent(s.id)}`), "danger")])),
     el("h2", { text: t("models.catalog") }),
     table([t("common.name"), t("models.kind"), t("models.fetch")], data.catalog.map((m) =>
-      [m.id, m.kind, el("code", { text: `appliance models fetch ${m.id}` })])),
+      [m.id, m.kind, el("span", {}, el("code", { text: `appliance models fetch ${m.id}` }), " ",
+        button(t("models.fetch_button"), m.id, start("POST", "/appliance/models/fetch", { id: m.id })))])),
   );
 }
 
