@@ -80,6 +80,8 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_BoxCollector(appliance))
+        self.recent_speed: dict[str, float] = {}
+        """Decode tokens/s of each model's last answer (the web page's Overview shows it)."""
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()
@@ -90,7 +92,9 @@ class Metrics:
             return
         self.tokens.labels(model).inc(tokens)
         if decode_ms > 0:
-            self.decode_speed.labels(model).set(tokens / (decode_ms / 1000))
+            speed = tokens / (decode_ms / 1000)
+            self.decode_speed.labels(model).set(speed)
+            self.recent_speed[model] = round(speed, 1)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

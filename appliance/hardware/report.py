@@ -48,4 +48,5 @@ def hardware_report(appliance: Appliance) -> dict[str, Any]:
         "calibration": as_dict(appliance.calibration),
         "missing": missing_models(appliance),
         "running": appliance.scheduler.usage(),
+        "recent_tokens_per_second": dict(appliance.metrics.recent_speed),
     }

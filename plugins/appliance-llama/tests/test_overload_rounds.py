@@ -49,6 +49,9 @@ async def test_rounds_of_one_too_many_streams(tmp_path: Path) -> None:
                 rss.append(box.rss_bytes())
             async with session.get(box.url + "/metrics") as scraped:
                 metrics = await scraped.text()
+            async with session.get(box.url + "/appliance/hardware") as report:
+                recent = (await report.json())["recent_tokens_per_second"]
+        assert recent["smollm2:135m"] > 1
         assert 'appliance_model_loads_total{model="smollm2:135m"} 1.0' in metrics
         assert f'appliance_model_slots{{model="smollm2:135m"}} {float(SLOTS)}' in metrics
         refused = f'route="/v1/chat/completions",status="503"}} {float(ROUNDS)}'

@@ -23,8 +23,10 @@ async function overview() {
   ]);
   const choice = hardware.choice || {};
   const speed = hardware.calibration?.measured_tps ?? choice.chat?.predicted_tps;
+  const recent = hardware.recent_tokens_per_second || {};
   const loaded = (hardware.running || []).map((m) =>
-    el("li", {}, `${m.name}: `, t("overview.slots", { busy: m.slots_busy, slots: m.slots, queued: m.queued })),
+    el("li", {}, `${m.name}: `, t("overview.slots", { busy: m.slots_busy, slots: m.slots, queued: m.queued }),
+      recent[m.name] ? `, ${t("overview.recent")} ${recent[m.name]} tok/s` : ""),
   );
   return section(
     t("overview.title"),
