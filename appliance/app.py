@@ -93,6 +93,14 @@ def _route_defs(answer: Any) -> list[web.AbstractRouteDef]:
     return found
 
 
+def _to_folder(prefix: str) -> Any:
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        query = f"?{request.query_string}" if request.query_string else ""
+        raise web.HTTPTemporaryRedirect(f"{prefix}/{query}")
+
+    return redirect
+
+
 def _public_paths(appliance: Appliance, name: str, prefix: str) -> set[str]:
     """A plugin's ``PUBLIC_PATHS`` (under its prefix; a trailing ``*`` for a whole folder):
     reachable without a token, such as a sign-in page."""
@@ -114,6 +122,11 @@ def _mount_plugin_routes(app: web.Application, appliance: Appliance) -> None:
             else:
                 sub = web.Application()
                 sub.router.add_routes(_route_defs(answer.value))
+            if any(
+                r.resource is not None and r.resource.canonical == "/" for r in sub.router.routes()
+            ):
+                # /ui -> /ui/ (registered first: the sub-app would claim its bare prefix)
+                app.router.add_get(prefix, _to_folder(prefix))
             app.add_subapp(prefix, sub)
             appliance.public_paths.update(_public_paths(appliance, name, prefix))
         except Exception as exc:

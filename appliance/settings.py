@@ -63,6 +63,8 @@ class Settings(BaseModel):
     )
     """Origins whose web pages may call the API (like OLLAMA_ORIGINS; "*" for any)."""
     mdns: bool = True
+    fleet_key: str = Field(default="", repr=False)
+    """Boxes with the same key share their models (the fleet plugin); it never leaves the box."""
     instance_name: str = ""
     models_dir_override: Path | None = Field(default=None, alias="models_dir")
     chat_model: str = ""

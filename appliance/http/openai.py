@@ -43,7 +43,9 @@ def all_models(request: web.Request) -> list[dict[str, Any]]:
     entries: list[dict[str, Any]] = []
     for group in (reg.chat, reg.embedders, reg.transcribers):
         for name in group.names():
-            entries.append(_model_entry(name, group.owner(name) or "", created, group.get(name)))
+            model = group.get(name)
+            owner = getattr(model, "owned_by", None) or group.owner(name) or ""
+            entries.append(_model_entry(name, owner, created, model))
     return entries
 
 

@@ -78,6 +78,7 @@ def validate(path: Path, home: Path) -> Plan:
         "mdns": config.mdns,
         "instance_name": config.hostname,
         "generate_admin_token": False,
+        **({"fleet_key": config.fleet.key} if config.fleet.key else {}),
         **config.settings,
     }
     try:

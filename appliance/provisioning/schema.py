@@ -81,6 +81,19 @@ class Plugins(Strict):
     wheels: list[WheelPin] = Field(default_factory=list)
 
 
+class Fleet(Strict):
+    key: str = Field(default="", repr=False)
+
+    @field_validator("key")
+    @classmethod
+    def _long_enough(cls, value: str) -> str:
+        if value and len(value) < 16:
+            raise ValueError(
+                "fleet.key must be at least 16 characters (e.g. `openssl rand -hex 32`)"
+            )
+        return value
+
+
 class Provisioning(Strict):
     instance_id: str = Field(min_length=1, max_length=64)
     hostname: str
@@ -92,6 +105,7 @@ class Provisioning(Strict):
     tls: Tls = Field(default_factory=Tls)
     models: list[ModelImport] = Field(default_factory=list)
     plugins: Plugins = Field(default_factory=Plugins)
+    fleet: Fleet = Field(default_factory=Fleet)
     settings: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("hostname")

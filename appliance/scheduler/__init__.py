@@ -91,7 +91,7 @@ class Scheduler:
         engine, routed = model.route(request)
         loop = asyncio.get_running_loop()
         if isinstance(engine, AsyncChatModel):
-            return self._start_async(engine, routed, loop)
+            return await self._start_async(engine, routed, loop)
         worker = self.worker(engine)
         if isinstance(worker, BatchWorker):
             ticket = SequenceTicket(loop=loop, keep_alive=keep_alive, caller=caller)
@@ -121,30 +121,45 @@ class Scheduler:
         worker.submit(job)
         return job
 
-    def _start_async(
+    async def _start_async(
         self, model: AsyncChatModel, request: GenerationRequest, loop: asyncio.AbstractEventLoop
     ) -> Ticket:
+        """Run an async model's generation; a failure before its first chunk (a peer's 4xx,
+        no peer at all) raises here, before any response starts, like a local refusal."""
         running = self._async_running.get(model.name, 0)
         if running >= self.queue_size:
             raise Overloaded(f"model '{model.name}' has {running} requests in flight")
         self._async_running[model.name] = running + 1
         ticket = Ticket(loop=loop)
+        first: asyncio.Future[BaseException | None] = loop.create_future()
 
         async def pump() -> None:
             try:
                 async with contextlib.aclosing(model.generate(request)) as chunks:  # type: ignore[type-var]
                     async for chunk in chunks:
+                        _resolve(first, None)
                         ticket.results.put_nowait(chunk)
                         if ticket.cancelled:
                             break
             except Exception as exc:
-                ticket.results.put_nowait(exc)
+                if first.done():
+                    ticket.results.put_nowait(exc)
+                else:
+                    first.set_result(exc)
             finally:
+                _resolve(first, None)
                 self._async_running[model.name] -= 1
                 ticket.results.put_nowait(END)
 
         task = loop.create_task(pump())
         ticket.cancel_event = _TaskCancel(task)
+        try:
+            error = await asyncio.shield(first)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if error is not None:
+            raise error
         return ticket
 
     async def embed(

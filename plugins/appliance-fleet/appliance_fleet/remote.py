@@ -1,0 +1,153 @@
+"""Models served by a peer, driven on the event loop (chat) or the worker thread (embeddings):
+the asking box's whole pipeline (both API shapes, limits, history) stays its own; only the
+generation happens on the peer, streamed through as it arrives."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from appliance import (
+    ApplianceError,
+    AsyncChatModel,
+    ChatRequest,
+    Embedder,
+    EmbeddingResult,
+    GenerationChunk,
+    GenerationRequest,
+    ModelInfo,
+    Overloaded,
+    Usage,
+)
+from appliance_fleet.auth import HEADER, sign
+
+if TYPE_CHECKING:
+    from appliance_fleet.peers import Fleet, Peer
+
+CONNECT_S, READ_S = 5.0, 30.0
+
+
+def _body(request: GenerationRequest, name: str) -> tuple[str, dict[str, Any]]:
+    sampling = {k: v for k, v in asdict(request.sampling).items() if v not in (None, (), 0, False)}
+    body: dict[str, Any] = {
+        "model": name,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "temperature": request.sampling.temperature,
+        "top_p": request.sampling.top_p,
+    }
+    for key in ("max_tokens", "seed", "presence_penalty", "frequency_penalty"):
+        if key in sampling:
+            body[key] = sampling[key]
+    if request.sampling.stop:
+        body["stop"] = list(request.sampling.stop)
+    if isinstance(request, ChatRequest):
+        body["messages"] = request.messages
+        for key in ("response_format", "tools", "tool_choice"):
+            if getattr(request, key) is not None:
+                body[key] = getattr(request, key)
+        return "/v1/chat/completions", body
+    body["prompt"] = request.prompt
+    return "/v1/completions", body
+
+
+def peer_error(status: int, text: str, peer: Peer) -> ApplianceError:
+    try:
+        message = json.loads(text)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = text[:300] or f"status {status}"
+    if status >= 500:
+        return Overloaded(f"the peer {peer.name} could not answer: {message}", retry_after=5)
+    return ApplianceError(message, status=status)
+
+
+class PeerChatModel(AsyncChatModel):
+    calls_tools = True
+
+    def __init__(self, name: str, fleet: Fleet) -> None:
+        self.info = ModelInfo(name=name, family="peer", parameters="", context_length=0)
+        self.fleet = fleet
+
+    @property
+    def owned_by(self) -> str:
+        return ",".join(p.name for p in self.fleet.serving(self.name)) or "fleet"
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        peer = self.fleet.pick(self.name)
+        path, body = _body(request, self.name)
+        headers = {HEADER: sign(self.fleet.key, self.fleet.box_id, "POST", path)}
+        timeout = aiohttp.ClientTimeout(sock_connect=CONNECT_S, sock_read=READ_S)
+        finish, usage = None, None
+        try:
+            async with self.fleet.session.post(
+                peer.url + path, json=body, headers=headers, timeout=timeout, ssl=False
+            ) as response:
+                if response.status >= 400:
+                    raise peer_error(response.status, await response.text(), peer)
+                async for line in response.content:
+                    if not line.startswith(b"data: {"):
+                        continue
+                    data = json.loads(line[6:])
+                    if "error" in data:
+                        raise ApplianceError(str(data["error"].get("message", data["error"])))
+                    if data.get("usage"):
+                        u = data["usage"]
+                        usage = Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0))
+                    for choice in data.get("choices") or []:
+                        delta = choice.get("delta") or {}
+                        text = delta.get("content") if "delta" in choice else choice.get("text")
+                        calls = [
+                            {k: v for k, v in c.items() if k != "index"}
+                            for c in delta.get("tool_calls") or []
+                        ]
+                        if text or calls:
+                            yield GenerationChunk(text=text or "", tool_calls=calls or None)
+                        finish = choice.get("finish_reason") or finish
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.fleet.failed(peer)
+            raise Overloaded(
+                f"the peer {peer.name} serving {self.name} did not answer ({type(exc).__name__})",
+                retry_after=5,
+            ) from None
+        peer.note_answer()
+        yield GenerationChunk(finish_reason=finish or "stop", usage=usage or Usage())
+
+
+class PeerEmbedder(Embedder):
+    coalesce = False
+
+    def __init__(self, name: str, fleet: Fleet) -> None:
+        self.info = ModelInfo(
+            name=name, family="peer", parameters="", context_length=0, capabilities=("embedding",)
+        )
+        self.fleet = fleet
+
+    def embed(self, texts: list[str]) -> EmbeddingResult:
+        peer = self.fleet.pick(self.name)
+        path = "/v1/embeddings"
+        request = urllib.request.Request(
+            peer.url + path,
+            data=json.dumps({"model": self.name, "input": texts}).encode(),
+            headers={
+                "Content-Type": "application/json",
+                HEADER: sign(self.fleet.key, self.fleet.box_id, "POST", path),
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=READ_S) as response:
+                data = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise peer_error(exc.code, exc.read().decode(errors="replace"), peer) from None
+        except OSError as exc:
+            self.fleet.failed(peer)
+            raise Overloaded(
+                f"the peer {peer.name} did not answer ({exc})", retry_after=5
+            ) from None
+        vectors = [item["embedding"] for item in sorted(data["data"], key=lambda d: d["index"])]
+        return EmbeddingResult(vectors=vectors, prompt_tokens=data["usage"]["prompt_tokens"])

@@ -1,0 +1,145 @@
+"""A site with several boxes, on loopback: box A (no model of its own) finds box B (same key)
+over mDNS, lists B's models and answers through B exactly as B answers; box C (another key) is
+never a peer; B killed with SIGKILL: A answers 503 at once and drops B's models within 60 s."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.live import LiveBox
+
+pytestmark = pytest.mark.slow
+KEY, OTHER_KEY = "fleet-key-of-the-office-0123456789", "another-fleet-entirely-9876543210"
+CHAT = {"model": "echo", "messages": [{"role": "user", "content": "one two three"}]}
+
+
+def call(url: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url + path,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={
+            "Content-Type": "application/json",
+            **({"Authorization": f"Bearer {token}"} if token else {}),
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=40) as response:
+            raw = response.read()
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        raw, status = exc.read(), exc.code
+    text = raw.decode()
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
+
+
+def box(home: Path, plugins: str, key: str, name: str) -> LiveBox:
+    env = {"APPLIANCE_MDNS": "true", "APPLIANCE_FLEET_KEY": key, "APPLIANCE_INSTANCE_NAME": name}
+    return LiveBox(home, plugins=plugins, env=env)
+
+
+def wait_until(check: Any, seconds: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if check():
+            return time.monotonic() - started
+        time.sleep(0.5)
+    raise AssertionError(f"not within {seconds} s")
+
+
+def test_a_fleet_shares_its_models_and_survives_a_peer_leaving(tmp_path: Path) -> None:
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "appliance",
+            "tokens",
+            "create",
+            "--role",
+            "admin",
+            "--home",
+            str(tmp_path / "b"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    b_token = made.stdout.strip().splitlines()[-1]  # B requires a token: A must sign its calls
+    b = box(tmp_path / "b", "echo,fleet", KEY, "Box B").start()
+    c = box(tmp_path / "c", "echo,fleet", OTHER_KEY, "Box C").start()
+    a = box(tmp_path / "a", "fleet", KEY, "Box A").start()
+    try:
+
+        def a_lists_echo() -> bool:
+            status, listed = call(a.url, "/v1/models")
+            return status == 200 and any(m["id"] == "echo" for m in listed["data"])
+
+        wait_until(a_lists_echo, 45)
+        listed = {m["id"]: m for m in call(a.url, "/v1/models")[1]["data"]}
+        assert listed["echo"]["owned_by"] == "Box B" and "echo-embed" in listed
+        fleet = call(a.url, "/appliance/fleet")[1]
+        assert [p["name"] for p in fleet["peers"]] == ["Box B"]
+        assert call(c.url, "/appliance/fleet")[1]["peers"] == []
+        assert KEY not in json.dumps(fleet) and len(fleet["fleet"]) == 16
+
+        through = call(a.url, "/v1/chat/completions", {**CHAT, "temperature": 0})[1]
+        direct = call(b.url, "/v1/chat/completions", {**CHAT, "temperature": 0}, b_token)[1]
+        assert (
+            through["choices"][0]["message"]["content"]
+            == direct["choices"][0]["message"]["content"]
+        )
+        ollama = call(a.url, "/api/chat", {**CHAT, "stream": True})[1]
+        lines = [json.loads(line) for line in ollama.splitlines() if line.strip()]
+        assert (
+            "".join(x["message"]["content"] for x in lines) == "one two three" and lines[-1]["done"]
+        )
+        vectors = call(a.url, "/v1/embeddings", {"model": "echo-embed", "input": "hi"})[1]
+        mine = call(b.url, "/v1/embeddings", {"model": "echo-embed", "input": "hi"}, b_token)[1]
+        assert vectors["data"][0]["embedding"] == mine["data"][0]["embedding"]
+        history = call(a.url, "/appliance/conversations")[1]["conversations"]
+        assert history and history[0]["model"] == "echo"
+        audit = call(b.url, "/appliance/audit?action=request", token=b_token)[1]["audit"]
+        assert any(
+            r["role"] == "fleet" and r["resource"] == "POST /v1/chat/completions" for r in audit
+        )
+
+        listed_by_cli = subprocess.run(
+            [sys.executable, "-m", "appliance", "fleet", "list", "--timeout", "4"],
+            capture_output=True,
+            text=True,
+            env={
+                **os.environ,
+                "APPLIANCE_FLEET_KEY": KEY,
+                "APPLIANCE_LOAD_PLUGINS": "fleet",
+                "APPLIANCE_HOST": "127.0.0.1",
+                "APPLIANCE_HOME": str(tmp_path / "d"),
+            },
+        )
+        assert "Box B" in listed_by_cli.stdout and "Box C" not in listed_by_cli.stdout, (
+            listed_by_cli.stdout + listed_by_cli.stderr
+        )
+
+        b.kill(signal.SIGKILL)
+        started = time.monotonic()
+        status, refused = call(a.url, "/v1/chat/completions", CHAT)
+        assert status == 503 and time.monotonic() - started < 30, refused
+        wait_until(lambda: not a_lists_echo(), 60)
+        for log in (a.output(), c.output()):
+            assert KEY not in log and OTHER_KEY not in log
+    finally:
+        for each in (a, b, c):
+            if each.proc is not None and each.proc.poll() is None:
+                each.kill(signal.SIGTERM)
