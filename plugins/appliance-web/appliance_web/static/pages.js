@@ -188,6 +188,15 @@ async function models() {
   };
   const button = (label, name, action, kind = "secondary") =>
     el("button", { type: "button", class: kind, "aria-label": `${label} ${name}`, onclick: action, text: label });
+  const importId = el("select", { name: "import-id" }, data.catalog.map((m) => el("option", { value: m.id, text: m.id })));
+  const importPath = el("input", { type: "text", name: "import-path", placeholder: "/media/stick/model.gguf" });
+  const importForm = el("form", {
+    onsubmit: (event) => {
+      event.preventDefault();
+      start("POST", "/appliance/models/fetch", { id: importId.value, source: importPath.value })();
+    },
+  }, el("h2", { text: t("models.import") }), field(t("common.name"), importId), field(t("models.import_path"), importPath),
+  el("button", { type: "submit", text: t("models.import_button") }));
   showTasks();
   return section(
     t("models.title"),
@@ -209,6 +218,7 @@ async function models() {
     table([t("common.name"), t("models.kind"), t("models.fetch")], data.catalog.map((m) =>
       [m.id, m.kind, el("span", {}, el("code", { text: `appliance models fetch ${m.id}` }), " ",
         button(t("models.fetch_button"), m.id, start("POST", "/appliance/models/fetch", { id: m.id })))])),
+    importForm,
   );
 }
 
