@@ -43,7 +43,7 @@ from appliance.models.catalog import load_catalog
 from appliance.models.store import ModelStore
 from appliance.plugins import Plugins
 from appliance.quotas import Quotas
-from appliance.registry import ModelKind, Registered, Registry, canonical_name
+from appliance.registry import ModelKind, Registered, Registry
 from appliance.scheduler import Scheduler
 from appliance.settings import Settings
 
@@ -142,8 +142,9 @@ class Appliance:
         ``embed_model``), else the hardware choice when it is served, else the first served."""
         served = self.registry.of_kind(kind)
         for name in (self._configured_model(kind), self._chosen_model(kind)):
-            if name and name in served:
-                return canonical_name(name)
+            resolved = served.resolve(name) if name else None
+            if resolved:
+                return resolved
         names = served.names()
         return names[0] if names else None
 
