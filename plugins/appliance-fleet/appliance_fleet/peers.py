@@ -16,7 +16,7 @@ import aiohttp
 
 from appliance import Appliance, Overloaded
 from appliance_fleet.auth import HEADER, fleet_id, proof_ok, sign
-from appliance_fleet.remote import PeerChatModel, PeerEmbedder
+from appliance_fleet.remote import PeerChatModel, PeerEmbedder, PeerTranscriber
 
 log = logging.getLogger(__name__)
 SERVICE_TYPE = "_ai-appliance._tcp.local."
@@ -170,6 +170,9 @@ class Fleet:
             "embeddings": [
                 n for n in registry.embedders.names() if registry.embedders.owner(n) != NAME
             ],
+            "transcription": [
+                n for n in registry.transcribers.names() if registry.transcribers.owner(n) != NAME
+            ],
         }
 
     def sync_models(self) -> None:
@@ -178,6 +181,7 @@ class Fleet:
         for kind, group, make in (
             ("chat", registry.chat, PeerChatModel),
             ("embeddings", registry.embedders, PeerEmbedder),
+            ("transcription", registry.transcribers, PeerTranscriber),
         ):
             offered = {n for p in self.peers.values() for n in p.models.get(kind, [])}
             for name in offered:

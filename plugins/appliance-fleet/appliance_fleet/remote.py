@@ -4,14 +4,19 @@ generation happens on the peer, streamed through as it arrives."""
 
 from __future__ import annotations
 
+import io
 import json
+import threading
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import numpy as np
+import soundfile
 
 from appliance import (
     ApplianceError,
@@ -23,6 +28,10 @@ from appliance import (
     GenerationRequest,
     ModelInfo,
     Overloaded,
+    Segment,
+    Transcriber,
+    Transcription,
+    TranscriptionRequest,
     Usage,
 )
 from appliance_fleet.auth import HEADER, sign
@@ -151,3 +160,64 @@ class PeerEmbedder(Embedder):
             ) from None
         vectors = [item["embedding"] for item in sorted(data["data"], key=lambda d: d["index"])]
         return EmbeddingResult(vectors=vectors, prompt_tokens=data["usage"]["prompt_tokens"])
+
+
+def _multipart(fields: dict[str, str], audio: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        for k, v in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="audio.wav"\r\n'
+        "Content-Type: audio/wav\r\n\r\n".encode()
+        + audio
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+class PeerTranscriber(Transcriber):
+    """Whisper on a peer: the samples travel as a 16 kHz WAV; segments come back."""
+
+    def __init__(self, name: str, fleet: Fleet) -> None:
+        self.info = ModelInfo(
+            name=name,
+            family="peer",
+            parameters="",
+            context_length=0,
+            capabilities=("transcription",),
+        )
+        self.fleet = fleet
+
+    def transcribe(self, request: TranscriptionRequest, cancel: threading.Event) -> Transcription:
+        peer = self.fleet.pick(self.name)
+        wav = io.BytesIO()
+        soundfile.write(wav, np.frombuffer(request.audio, dtype=np.float32), 16000, format="WAV")
+        path = "/v1/audio/translations" if request.translate else "/v1/audio/transcriptions"
+        fields = {"model": self.name, "response_format": "verbose_json"}
+        if request.language:
+            fields["language"] = request.language
+        if request.prompt:
+            fields["prompt"] = request.prompt
+        body, content_type = _multipart(fields, wav.getvalue())
+        http = urllib.request.Request(
+            peer.url + path,
+            data=body,
+            headers={
+                "Content-Type": content_type,
+                HEADER: sign(self.fleet.key, self.fleet.box_id, "POST", path),
+            },
+        )
+        try:
+            with urllib.request.urlopen(http, timeout=600) as response:
+                data = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise peer_error(exc.code, exc.read().decode(errors="replace"), peer) from None
+        except OSError as exc:
+            self.fleet.failed(peer)
+            raise Overloaded(
+                f"the peer {peer.name} did not answer ({exc})", retry_after=5
+            ) from None
+        segments = [Segment(s["start"], s["end"], s["text"]) for s in data.get("segments", [])]
+        return Transcription(data["text"], data.get("language", ""), data["duration"], segments)

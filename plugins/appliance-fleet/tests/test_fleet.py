@@ -4,6 +4,7 @@ never a peer; B killed with SIGKILL: A answers 503 at once and drops B's models 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -15,7 +16,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import soundfile
 
 from tests.live import LiveBox
 
@@ -44,6 +47,31 @@ def call(url: str, path: str, body: Any = None, token: str | None = None) -> tup
         return status, json.loads(text)
     except ValueError:
         return status, text
+
+
+def transcribe(url: str, token: str | None = None) -> dict[str, Any]:
+    """A second of a tone and a hum, as a WAV upload (whisper answers deterministically)."""
+    buffer = io.BytesIO()
+    t = np.arange(16000) / 16000
+    soundfile.write(
+        buffer, (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000, format="WAV"
+    )
+    boundary = "fleet-test"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="t.wav"\r\n'
+            "Content-Type: audio/wav\r\n\r\n"
+        ).encode()
+        + buffer.getvalue()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url + "/v1/audio/transcriptions", data=body, headers=headers)
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return dict(json.loads(response.read()))
 
 
 def box(home: Path, plugins: str, key: str, name: str) -> LiveBox:
@@ -78,7 +106,7 @@ def test_a_fleet_shares_its_models_and_survives_a_peer_leaving(tmp_path: Path) -
         check=True,
     )
     b_token = made.stdout.strip().splitlines()[-1]  # B requires a token: A must sign its calls
-    b = box(tmp_path / "b", "echo,fleet", KEY, "Box B").start()
+    b = box(tmp_path / "b", "echo,whisper,fleet", KEY, "Box B").start()
     c = box(tmp_path / "c", "echo,fleet", OTHER_KEY, "Box C").start()
     a = box(tmp_path / "a", "fleet", KEY, "Box A").start()
     try:
@@ -109,6 +137,8 @@ def test_a_fleet_shares_its_models_and_survives_a_peer_leaving(tmp_path: Path) -
         vectors = call(a.url, "/v1/embeddings", {"model": "echo-embed", "input": "hi"})[1]
         mine = call(b.url, "/v1/embeddings", {"model": "echo-embed", "input": "hi"}, b_token)[1]
         assert vectors["data"][0]["embedding"] == mine["data"][0]["embedding"]
+        heard = transcribe(a.url)
+        assert heard == transcribe(b.url, b_token) and "text" in heard
         history = call(a.url, "/appliance/conversations")[1]["conversations"]
         assert history and history[0]["model"] == "echo"
         audit = call(b.url, "/appliance/audit?action=request", token=b_token)[1]["audit"]
