@@ -16,7 +16,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_MODELS = REPO / ".cache" / "models"
-SERVE = [sys.executable, "-m", "appliance", "serve"]
+CLI = [sys.executable, "-m", "appliance"]
+SERVE = [*CLI, "serve"]
 
 
 def free_port() -> int:
@@ -92,3 +93,14 @@ class LiveBox:
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.kill(signal.SIGTERM)
+
+
+def admin_token(home: Path) -> str:
+    """An admin token made with the CLI before the box starts (so the box requires tokens)."""
+    made = subprocess.run(
+        [*CLI, "tokens", "create", "--role", "admin", "--home", str(home)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return made.stdout.strip().splitlines()[-1]

@@ -128,6 +128,27 @@ class PeerChatModel(AsyncChatModel):
         yield GenerationChunk(finish_reason=finish or "stop", usage=usage or Usage())
 
 
+def post_to_peer(
+    fleet: Fleet, model: str, path: str, body: bytes, content_type: str, timeout: float = READ_S
+) -> dict[str, Any]:
+    """One signed request to the least-loaded peer serving ``model`` (from a worker thread):
+    its JSON answer, its 4xx as ours, 503 when it does not answer."""
+    peer = fleet.pick(model)
+    request = urllib.request.Request(
+        peer.url + path,
+        data=body,
+        headers={"Content-Type": content_type, HEADER: sign(fleet.key, fleet.box_id, "POST", path)},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return dict(json.loads(response.read()))
+    except urllib.error.HTTPError as exc:
+        raise peer_error(exc.code, exc.read().decode(errors="replace"), peer) from None
+    except OSError as exc:
+        fleet.failed(peer)
+        raise Overloaded(f"the peer {peer.name} did not answer ({exc})", retry_after=5) from None
+
+
 class PeerEmbedder(Embedder):
     coalesce = False
 
@@ -138,26 +159,8 @@ class PeerEmbedder(Embedder):
         self.fleet = fleet
 
     def embed(self, texts: list[str]) -> EmbeddingResult:
-        peer = self.fleet.pick(self.name)
-        path = "/v1/embeddings"
-        request = urllib.request.Request(
-            peer.url + path,
-            data=json.dumps({"model": self.name, "input": texts}).encode(),
-            headers={
-                "Content-Type": "application/json",
-                HEADER: sign(self.fleet.key, self.fleet.box_id, "POST", path),
-            },
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=READ_S) as response:
-                data = json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            raise peer_error(exc.code, exc.read().decode(errors="replace"), peer) from None
-        except OSError as exc:
-            self.fleet.failed(peer)
-            raise Overloaded(
-                f"the peer {peer.name} did not answer ({exc})", retry_after=5
-            ) from None
+        body = json.dumps({"model": self.name, "input": texts}).encode()
+        data = post_to_peer(self.fleet, self.name, "/v1/embeddings", body, "application/json")
         vectors = [item["embedding"] for item in sorted(data["data"], key=lambda d: d["index"])]
         return EmbeddingResult(vectors=vectors, prompt_tokens=data["usage"]["prompt_tokens"])
 
@@ -191,7 +194,6 @@ class PeerTranscriber(Transcriber):
         self.fleet = fleet
 
     def transcribe(self, request: TranscriptionRequest, cancel: threading.Event) -> Transcription:
-        peer = self.fleet.pick(self.name)
         wav = io.BytesIO()
         soundfile.write(wav, np.frombuffer(request.audio, dtype=np.float32), 16000, format="WAV")
         path = "/v1/audio/translations" if request.translate else "/v1/audio/transcriptions"
@@ -201,23 +203,6 @@ class PeerTranscriber(Transcriber):
         if request.prompt:
             fields["prompt"] = request.prompt
         body, content_type = _multipart(fields, wav.getvalue())
-        http = urllib.request.Request(
-            peer.url + path,
-            data=body,
-            headers={
-                "Content-Type": content_type,
-                HEADER: sign(self.fleet.key, self.fleet.box_id, "POST", path),
-            },
-        )
-        try:
-            with urllib.request.urlopen(http, timeout=600) as response:
-                data = json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            raise peer_error(exc.code, exc.read().decode(errors="replace"), peer) from None
-        except OSError as exc:
-            self.fleet.failed(peer)
-            raise Overloaded(
-                f"the peer {peer.name} did not answer ({exc})", retry_after=5
-            ) from None
+        data = post_to_peer(self.fleet, self.name, path, body, content_type, timeout=600)
         segments = [Segment(s["start"], s["end"], s["text"]) for s in data.get("segments", [])]
         return Transcription(data["text"], data.get("language", ""), data["duration"], segments)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from tests.live import LiveBox
+from tests.live import LiveBox, admin_token
 
 pytestmark = pytest.mark.slow
 KEY, OTHER_KEY = "fleet-key-of-the-office-0123456789", "another-fleet-entirely-9876543210"
@@ -89,23 +89,7 @@ def wait_until(check: Any, seconds: float) -> float:
 
 
 def test_a_fleet_shares_its_models_and_survives_a_peer_leaving(tmp_path: Path) -> None:
-    made = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "appliance",
-            "tokens",
-            "create",
-            "--role",
-            "admin",
-            "--home",
-            str(tmp_path / "b"),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    b_token = made.stdout.strip().splitlines()[-1]  # B requires a token: A must sign its calls
+    b_token = admin_token(tmp_path / "b")  # B requires a token: A must sign its calls
     b = box(tmp_path / "b", "echo,whisper,fleet", KEY, "Box B").start()
     c = box(tmp_path / "c", "echo,fleet", OTHER_KEY, "Box C").start()
     a = box(tmp_path / "a", "fleet", KEY, "Box A").start()

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.live import REPO, LiveBox
+from tests.live import REPO, LiveBox, admin_token
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -30,26 +27,6 @@ if CHROMIUM is None:
     )
 
 from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
-
-
-def admin_token(home: Path) -> str:
-    made = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "appliance",
-            "tokens",
-            "create",
-            "--role",
-            "admin",
-            "--home",
-            str(home),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return made.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="module")
