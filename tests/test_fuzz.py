@@ -47,6 +47,8 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> LiveBox:
 @pytest.mark.parametrize("api", sorted(RUNS))
 def test_no_generated_request_gets_a_server_error(box: LiveBox, api: str, tmp_path: Path) -> None:
     spec, base, paths = RUNS[api]
+    if not (SPECS / spec).is_file():  # as tests/openapi.py: the specs live beside the checkout
+        pytest.skip(f"{SPECS / spec} is absent; fuzzing needs the shared specs")
     report = tmp_path / "report.json"
     result = subprocess.run(
         [
