@@ -9,13 +9,13 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from appliance.auth import create_token, list_tokens, revoke_token
-from appliance.core import Appliance, Event
+from appliance.core import Appliance
 from appliance.discovery.mdns import instance_name
 from appliance.errors import BadRequest
 from appliance.hardware.report import hardware_report
-from appliance.http.middleware import read_json, require
+from appliance.http.middleware import read_json, require, track_change
 from appliance.http.validation import parse_body
-from appliance.keys import appliance_of, request_id_of
+from appliance.keys import appliance_of
 from appliance.metrics import CONTENT_TYPE
 from appliance.quotas import TokenLimits, parse_expiry
 
@@ -166,34 +166,17 @@ async def new_token(request: web.Request) -> web.Response:
     token, row = await appliance.db.write(
         lambda db: create_token(db, body.role, body.name, created_by=actor.id, limits=limits)
     )
-    appliance.track(
-        Event(
-            "token.created",
-            actor=actor,
-            resource=row["id"],
-            address=request.remote or "",
-            request_id=request_id_of(request),
-            detail={"role": body.role, **limits.columns()},
-        )
-    )
+    track_change(request, "token.created", row["id"], role=body.role, **limits.columns())
     return web.json_response({**row, "token": token}, status=201)
 
 
 @routes.delete("/appliance/tokens/{token_id}")
 async def delete_token(request: web.Request) -> web.Response:
-    actor = require(request, "tokens.manage")
+    require(request, "tokens.manage")
     appliance = appliance_of(request)
     token_id = request.match_info["token_id"]
     row = await appliance.db.write(lambda db: revoke_token(db, token_id))
-    appliance.track(
-        Event(
-            "token.revoked",
-            actor=actor,
-            resource=token_id,
-            address=request.remote or "",
-            request_id=request_id_of(request),
-        )
-    )
+    track_change(request, "token.revoked", token_id)
     return web.json_response({**row, "revoked": True})
 
 

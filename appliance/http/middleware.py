@@ -97,6 +97,20 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     return response
 
 
+def track_change(request: web.Request, action: str, resource: str, **detail: object) -> None:
+    """Audit a change a request made (a token, a plugin, a model file): who, from where."""
+    appliance_of(request).track(
+        Event(
+            action,
+            actor=actor_of(request),
+            resource=resource,
+            address=request.remote or "",
+            request_id=request_id_of(request),
+            detail=dict(detail),
+        )
+    )
+
+
 def _audit(request: web.Request, status: int) -> None:
     if request.path in UNAUDITED_PATHS:
         return

@@ -15,9 +15,9 @@ from pydantic import Field
 
 from appliance.core import Appliance, Event
 from appliance.errors import ApplianceError, BadRequest, Conflict, NotFound
-from appliance.http.middleware import read_json, require
+from appliance.http.middleware import read_json, require, track_change
 from appliance.http.validation import Body, parse_body
-from appliance.keys import actor_of, appliance_of, request_id_of
+from appliance.keys import appliance_of
 from appliance.models.catalog import CatalogModel
 from appliance.models.sources import fetch_model
 from appliance.models.store import sha256_file
@@ -80,7 +80,7 @@ def _catalogued(appliance: Appliance, model_id: str) -> CatalogModel:
 
 @routes.post("/appliance/models/fetch")
 async def fetch(request: web.Request) -> web.Response:
-    actor = require(request, "models.manage")
+    require(request, "models.manage")
     appliance = appliance_of(request)
     body = parse_body(FetchBody, await read_json(request))
     model = _catalogued(appliance, body.id)
@@ -94,13 +94,13 @@ async def fetch(request: web.Request) -> web.Response:
         task["done"] = 1
 
     task = _start(appliance, "fetch", model.id, work)
-    _audit(request, "model.fetch_started", model.id, actor)
+    track_change(request, "model.fetch_started", model.id)
     return web.json_response(task, status=202)
 
 
 @routes.post("/appliance/models/verify")
 async def verify(request: web.Request) -> web.Response:
-    actor = require(request, "models.manage")
+    require(request, "models.manage")
     appliance = appliance_of(request)
     stored = appliance.store.installed()
 
@@ -115,7 +115,7 @@ async def verify(request: web.Request) -> web.Response:
             raise ApplianceError(f"these files do not match their sha256: {', '.join(bad)}")
 
     task = _start(appliance, "verify", "all", work)
-    _audit(request, "model.verify_started", "all", actor)
+    track_change(request, "model.verify_started", "all")
     return web.json_response(task, status=202)
 
 
@@ -127,7 +127,7 @@ async def tasks(request: web.Request) -> web.Response:
 
 @routes.delete("/appliance/models/{id}")
 async def remove(request: web.Request) -> web.Response:
-    actor = require(request, "models.manage")
+    require(request, "models.manage")
     appliance = appliance_of(request)
     model = _catalogued(appliance, request.match_info["id"])
     served = (
@@ -142,17 +142,5 @@ async def remove(request: web.Request) -> web.Response:
     removed = await asyncio.to_thread(appliance.store.remove, model)
     if not removed:
         raise NotFound(f"{model.id} is not on this box", param="id")
-    _audit(request, "model.removed", model.id, actor)
+    track_change(request, "model.removed", model.id)
     return web.json_response({"id": model.id, "removed": [str(p) for p in removed]})
-
-
-def _audit(request: web.Request, action: str, model: str, actor: Any) -> None:
-    appliance_of(request).track(
-        Event(
-            action,
-            actor=actor or actor_of(request),
-            resource=model,
-            address=request.remote or "",
-            request_id=request_id_of(request),
-        )
-    )

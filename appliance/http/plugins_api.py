@@ -10,28 +10,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-from appliance.core import Event
 from appliance.errors import ApplianceError, BadRequest
-from appliance.http.middleware import require
+from appliance.http.middleware import require, track_change
 from appliance.http.multipart import read_form
-from appliance.keys import actor_of, appliance_of, request_id_of
+from appliance.keys import appliance_of
 from appliance.plugin_admin import install, remove, set_enabled
 
 routes = web.RouteTableDef()
 _WHEEL_NAME = re.compile(r"^[A-Za-z0-9_.]+-[A-Za-z0-9_.+!]+(-[A-Za-z0-9_.]+){2,3}\.whl$")
-
-
-def _track(request: web.Request, action: str, resource: str, **detail: object) -> None:
-    appliance_of(request).track(
-        Event(
-            action,
-            actor=actor_of(request),
-            resource=resource,
-            address=request.remote or "",
-            request_id=request_id_of(request),
-            detail=dict(detail),
-        )
-    )
 
 
 @routes.post("/appliance/plugins")
@@ -56,9 +42,9 @@ async def upload(request: web.Request) -> web.Response:
         try:
             result = await asyncio.to_thread(install, str(wheel), (), None, sha256)
         except ApplianceError as exc:
-            _track(request, "plugin.install_refused", wheel.name, reason=exc.message)
+            track_change(request, "plugin.install_refused", wheel.name, reason=exc.message)
             raise
-    _track(request, "plugin.installed", wheel.name, sha256=sha256, plugins=result.new_plugins)
+    track_change(request, "plugin.installed", wheel.name, sha256=sha256, plugins=result.new_plugins)
     return web.json_response(
         {
             "installed": wheel.name,
@@ -74,7 +60,7 @@ async def _toggle(request: web.Request, enabled: bool) -> web.Response:
     require(request, "plugins.manage")
     name = request.match_info["name"]
     await asyncio.to_thread(set_enabled, appliance_of(request).settings, name, enabled)
-    _track(request, "plugin.enabled" if enabled else "plugin.disabled", name)
+    track_change(request, "plugin.enabled" if enabled else "plugin.disabled", name)
     return web.json_response({"name": name, "enabled": enabled, "restart_required": True})
 
 
@@ -93,5 +79,5 @@ async def delete(request: web.Request) -> web.Response:
     require(request, "plugins.manage")
     name = request.match_info["name"]
     dist = await asyncio.to_thread(remove, name)
-    _track(request, "plugin.removed", name, distribution=dist)
+    track_change(request, "plugin.removed", name, distribution=dist)
     return web.json_response({"name": name, "removed": dist, "restart_required": True})
