@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -86,8 +87,10 @@ async def well_known(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format, for an admin token or a ``metrics`` one."""
     require(request, "metrics.read")
+    # Collectors read the database (history size, RAG chunks): off the event loop.
+    body = await asyncio.to_thread(appliance_of(request).metrics.exposition)
     return web.Response(
-        body=appliance_of(request).metrics.exposition(),
+        body=body,
         headers={"Content-Type": CONTENT_TYPE},
     )
 
