@@ -125,19 +125,6 @@ def actor_of_row(row: dict[str, Any], via: str = "token") -> Actor:
     )
 
 
-def find_token_by_id(
-    db: sqlite_utils.Database, token_id: str, now: float | None = None
-) -> dict[str, Any] | None:
-    """The active row of a token by its id: not revoked and not expired."""
-    rows = list(
-        db.table("tokens").rows_where(
-            "id = ? and revoked_at is null and (expires_at is null or expires_at > ?)",
-            [token_id, time.time() if now is None else now],
-        )
-    )
-    return rows[0] if rows else None
-
-
 def list_tokens(db: sqlite_utils.Database, include_revoked: bool = False) -> list[dict[str, Any]]:
     where = None if include_revoked else "revoked_at is null"
     return [public_row(r) for r in db.table("tokens").rows_where(where, order_by="created_at")]

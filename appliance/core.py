@@ -18,7 +18,6 @@ from appliance.auth import (
     active_token_count,
     actor_of_row,
     find_token,
-    find_token_by_id,
 )
 from appliance.brake import FailureBrake
 from appliance.capabilities import Embedder, EmbeddingResult
@@ -226,11 +225,6 @@ class Appliance:
         """Who a bearer token stands for (None: unknown, revoked or expired)."""
         row = await self.db.read(lambda db: find_token(db, token))
         return None if row is None else actor_of_row(row)
-
-    async def actor_for_token_id(self, token_id: str, via: str = "token") -> Actor | None:
-        """Who a stored token stands for, by its id (a web session keeps the id)."""
-        row = await self.db.read(lambda db: find_token_by_id(db, token_id))
-        return None if row is None else actor_of_row(row, via)
 
     async def check_limits(self, actor: Actor, model: str | None) -> None:
         """Refuse (403/429, audited) a request beyond its token's limits; count it otherwise."""
