@@ -14,7 +14,7 @@ endif
 
 TEST_MODELS := $(CURDIR)/.cache/models
 
-.PHONY: run test test-clients lint format install sysdeps image-deps models test-models image image-test clean
+.PHONY: run test test-clients lint format install sysdeps test-deps image-deps models test-models image image-test clean
 
 # The image boot test (tests/test_image.py) runs when CI=true or APPLIANCE_IMAGE_TEST=1.
 IMAGE_TEST := $(filter true 1,$(CI) $(APPLIANCE_IMAGE_TEST))
@@ -23,7 +23,7 @@ IMAGE_TEST := $(filter true 1,$(CI) $(APPLIANCE_IMAGE_TEST))
 run: install models
 	APPLIANCE_DISABLE_PLUGINS=echo $(BIN)/appliance serve
 
-test: install test-models $(if $(IMAGE_TEST),image-deps)
+test: install test-models test-deps $(if $(IMAGE_TEST),image-deps)
 	$(BIN)/python -m pytest -q
 
 # Real third-party clients against a live box: Open WebUI (installed offline from PyPI under
@@ -65,9 +65,14 @@ define apt_install
 	fi
 endef
 
-SYSTEM_PACKAGES := iproute2 mtools chromium fonts-dejavu-core
+SYSTEM_PACKAGES := iproute2 mtools
 sysdeps:
 	$(call apt_install,$(SYSTEM_PACKAGES))
+
+# Only the tests need a browser (the web page is driven in Debian's chromium); `make run` does not.
+TEST_PACKAGES := chromium fonts-dejavu-core
+test-deps:
+	$(call apt_install,$(TEST_PACKAGES))
 
 IMAGE_PACKAGES := mmdebstrap e2fsprogs qemu-system-x86 mtools
 image-deps:
