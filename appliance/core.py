@@ -208,15 +208,11 @@ class Appliance:
         """The identity a plugin acts under; its declared PERMISSIONS decide what it may do."""
         return Actor(id=f"plugin:{name}", name=name, role="plugin", via="plugin")
 
-    def add_chat_model(self, plugin: str, model: Any, replace: bool = False) -> None:
-        """Register a chat model while serving (e.g. a preset); needs ``models.register``.
-        ``replace`` swaps the plugin's own model of that name."""
+    def add_chat_model(self, plugin: str, model: Any) -> None:
+        """Register a chat model while serving (e.g. a preset); needs ``models.register``."""
         if not self.allowed(self.plugin_actor(plugin), "models.register", model.name):
             raise Forbidden(f"plugin {plugin!r} did not declare the 'models.register' permission")
-        if replace:
-            self.registry.chat.replace(model.name, model, plugin)
-        else:
-            self.registry.chat.add(model.name, model, plugin)
+        self.registry.chat.add(model.name, model, plugin)
 
     def remove_chat_model(self, plugin: str, name: str) -> None:
         self.registry.chat.remove(name, owner=plugin)

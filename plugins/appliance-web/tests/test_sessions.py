@@ -90,6 +90,8 @@ async def test_the_page_has_a_strict_csp_and_browsers_are_sent_to_it(
         assert response.headers["X-Frame-Options"] == "DENY"
     moved = await client.get("/", headers={"Accept": "text/html"}, allow_redirects=False)
     assert moved.status == 302 and moved.headers["Location"] == "/ui/"
+    bare = await client.get("/ui", allow_redirects=False)
+    assert bare.status == 307 and bare.headers["Location"] == "/ui/"
     probe = await client.get("/")
     assert await probe.text() == "Ollama is running"
     assert client.app[APPLIANCE].is_public("/ui/static/app.js")
