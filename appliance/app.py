@@ -105,7 +105,10 @@ def _public_paths(appliance: Appliance, name: str, prefix: str) -> set[str]:
     """A plugin's ``PUBLIC_PATHS`` (under its prefix; a trailing ``*`` for a whole folder):
     reachable without a token, such as a sign-in page."""
     plugin = appliance.plugins.pm.get_plugin(name)
-    return {prefix + str(p) for p in getattr(plugin, "PUBLIC_PATHS", ())}
+    paths = {prefix + str(p) for p in getattr(plugin, "PUBLIC_PATHS", ())}
+    if prefix + "/" in paths:
+        paths.add(prefix)  # the redirect to a public folder is public too
+    return paths
 
 
 def _mount_plugin_routes(app: web.Application, appliance: Appliance) -> None:
