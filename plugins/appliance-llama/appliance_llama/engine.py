@@ -24,6 +24,7 @@ import numpy as np
 from llama_cpp import _internals as internals
 
 from appliance import ApplianceError, BadRequest, GenerationChunk, Overloaded
+from appliance_llama.rpc import Split
 from appliance_llama.sampling import build_chain, free_chain
 from appliance_llama.sequence import Sequence
 
@@ -68,6 +69,17 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+def split_params(params: Any, split: Split) -> list[Any]:
+    """Point llama_model_params at the split's devices; returns the arrays to keep alive until
+    the model is loaded (llama.cpp copies them)."""
+    devices = (ctypes.c_void_p * (len(split.devices) + 1))(*(d.handle for d in split.devices))
+    shares = (ctypes.c_float * llama_cpp.llama_max_devices())(*split.shares)
+    params.devices = ctypes.addressof(devices)
+    params.n_gpu_layers = split.gpu_layers
+    params.tensor_split = shares
+    return [devices, shares]
+
+
 class LlamaEngine:
     """A loaded model with its batched context. Only the model's worker thread calls it."""
 
@@ -80,10 +92,15 @@ class LlamaEngine:
         n_threads: int,
         embeddings: bool = False,
         n_batch: int = N_BATCH,
+        split: Split | None = None,
     ) -> None:
-        self.model = internals.LlamaModel(
-            path_model=str(path), params=llama_cpp.llama_model_default_params(), verbose=False
-        )
+        model_params = llama_cpp.llama_model_default_params()
+        keep: list[Any] = []
+        if split is not None:
+            keep = split_params(model_params, split)
+        self.model = internals.LlamaModel(path_model=str(path), params=model_params, verbose=False)
+        del keep
+        self.devices = split.labels if split is not None else ("cpu",)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = pool_tokens
         params.n_batch = n_batch
@@ -192,14 +209,14 @@ class LlamaEngine:
         live = [s for s in sequences if not s.finished]
         with_prefill = True
         while live:
-            rows, prefill = self._fill(live, with_prefill)
+            rows, prefill, decoded = self._fill(live, with_prefill)
             started = time.perf_counter()
             status = llama_cpp.llama_decode(self.ctx, self.batch.batch)
             if status == 0:
                 if prefill:
                     cost = (time.perf_counter() - started) / self.batch.batch.n_tokens
                     self.row_s = cost if not self.row_s else 0.7 * self.row_s + 0.3 * cost
-                self._advance(live, prefill)
+                self._advance(decoded, prefill)
                 outputs += self._sample(rows)
                 return outputs
             if status != 1:
@@ -223,41 +240,38 @@ class LlamaEngine:
 
     def _fill(
         self, sequences: list[Sequence], with_prefill: bool
-    ) -> tuple[list[tuple[Sequence, int]], list[tuple[Sequence, int]]]:
+    ) -> tuple[list[tuple[Sequence, int]], list[tuple[Sequence, int]], list[Sequence]]:
+        """The batch of one step: (rows that sample, prompt slices read, sequences decoded)."""
         batch = self.batch.batch
         rows: list[tuple[Sequence, int]] = []
         prefill: list[tuple[Sequence, int]] = []
-        n = 0
-
-        def put(token: int, pos: int, seq_id: int, logits: bool) -> None:
-            nonlocal n
-            self.put_row(n, token, pos, seq_id, logits)
-            n += 1
-
-        for seq in sequences:
-            if not seq.prefilling:
-                assert seq.next_token is not None
-                rows.append((seq, n))
-                put(seq.next_token, seq.n_past, seq.slot.id, True)
-        budget = self._prefill_budget(n) if with_prefill else 0
+        decoding = [s for s in sequences if not s.prefilling]
+        budget = self._prefill_budget(len(decoding)) if with_prefill else 0
         # One prompt a step: prompts of several sequences in one batch over the unified pool
         # change a lone run's numerics from the first token (measured); decode rows do not.
-        for seq in sequences:
-            if not seq.prefilling or budget <= 0:
-                continue
-            budget = min(budget, len(seq.prompt) - seq.n_past)
-            start = seq.n_past
-            take = min(len(seq.prompt) - start, budget)
-            for offset in range(take):
-                pos = start + offset
-                last = pos == len(seq.prompt) - 1
+        prompt = next((s for s in sequences if s.prefilling), None) if budget > 0 else None
+        if prompt is not None and len(prompt.prompt) - prompt.n_past <= budget:
+            # A prompt this step finishes is read alone: the others wait for it either way, and
+            # its first token then waits for none of their rows (on a CPU every row costs).
+            decoding = []
+        n = 0
+        for seq in decoding:
+            assert seq.next_token is not None
+            rows.append((seq, n))
+            self.put_row(n, seq.next_token, seq.n_past, seq.slot.id, True)
+            n += 1
+        if prompt is not None:
+            start = prompt.n_past
+            take = min(len(prompt.prompt) - start, budget)
+            for pos in range(start, start + take):
+                last = pos == len(prompt.prompt) - 1
                 if last:
-                    rows.append((seq, n))
-                put(seq.prompt[pos], pos, seq.slot.id, last)
-            prefill.append((seq, take))
-            budget = 0
+                    rows.append((prompt, n))
+                self.put_row(n, prompt.prompt[pos], pos, prompt.slot.id, last)
+                n += 1
+            prefill.append((prompt, take))
         batch.n_tokens = n
-        return rows, prefill
+        return rows, prefill, decoding
 
     def _prefill_budget(self, decoding: int) -> int:
         room = self.n_batch - decoding
@@ -267,12 +281,11 @@ class LlamaEngine:
             return min(room, MIN_CHUNK)
         return max(MIN_CHUNK, min(room, int(STEP_TARGET_S / self.row_s) - decoding))
 
-    def _advance(self, sequences: list[Sequence], prefill: list[tuple[Sequence, int]]) -> None:
-        for seq in sequences:
-            if not seq.prefilling:
-                assert seq.next_token is not None
-                seq.slot.tokens.append(seq.next_token)
-                seq.n_past += 1
+    def _advance(self, decoded: list[Sequence], prefill: list[tuple[Sequence, int]]) -> None:
+        for seq in decoded:
+            assert seq.next_token is not None
+            seq.slot.tokens.append(seq.next_token)
+            seq.n_past += 1
         for seq, take in prefill:
             seq.slot.tokens.extend(seq.prompt[seq.n_past : seq.n_past + take])
             seq.n_past += take
