@@ -7,9 +7,12 @@ STAMP  := $(VENV)/.installed
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # llama.cpp for the x86-64-v3 baseline (AVX2, FMA, F16C), not -march=native: the same wheel goes
-# into the image, which must run on other boxes and under qemu's emulated CPU.
+# into the image, which must run on other boxes and under qemu's emulated CPU. GGML_RPC builds
+# llama.cpp's RPC backend (`appliance rpc-worker`, the `rpc_workers` setting).
 ifeq ($(shell uname -m),x86_64)
-export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+export CMAKE_ARGS ?= -DGGML_RPC=ON -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+else
+export CMAKE_ARGS ?= -DGGML_RPC=ON
 endif
 
 TEST_MODELS := $(CURDIR)/.cache/models
@@ -53,8 +56,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml $(PLUGINS) | sysdeps
+$(STAMP): $(BIN)/python pyproject.toml $(PLUGINS) Makefile | sysdeps
 	$(BIN)/pip install --quiet -e '.[test,lint]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
+	@# A llama-cpp-python built before GGML_RPC was set is rebuilt once (pip's cache would
+	@# hand back the same build, hence --no-cache-dir).
+	@if ! ls $(VENV)/lib/python*/site-packages/llama_cpp/lib/libggml-rpc.so* >/dev/null 2>&1; then \
+	  echo "rebuilding llama-cpp-python with its RPC backend"; \
+	  $(BIN)/pip install --quiet --no-cache-dir --force-reinstall --no-deps \
+	    "llama-cpp-python==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')"; \
+	fi
 	touch $@
 
 # System packages (only when root and apt-get exists; otherwise the tests that need them skip).

@@ -25,6 +25,16 @@ from appliance.capabilities import (  # noqa: E402
     SamplingOptions,
     Usage,
 )
+from appliance.capabilities.images import (  # noqa: E402
+    ImageClassifier,
+    ImageDescriber,
+    ImageInput,
+    ImageScores,
+)
+from appliance.capabilities.moderation import (  # noqa: E402
+    ModerationResult,
+    TextModerator,
+)
 from appliance.capabilities.retrieve import (  # noqa: E402
     ContextChunk,
     DocumentLoader,
@@ -49,6 +59,7 @@ from appliance.errors import (  # noqa: E402
     PayloadTooLarge,
     Unauthorized,
 )
+from appliance.hardware.fit import PooledMemory  # noqa: E402
 from appliance.hardware.profiles import HardwareProfile  # noqa: E402
 from appliance.history.conversations import fts_quote, message_text  # noqa: E402
 from appliance.history.migrations import Migration, migration  # noqa: E402
@@ -56,7 +67,7 @@ from appliance.http.middleware import read_json, require  # noqa: E402
 from appliance.http.multipart import Form, UploadedFile, read_form  # noqa: E402
 from appliance.http.validation import parse_body  # noqa: E402
 from appliance.keys import actor_of, appliance_of  # noqa: E402
-from appliance.models.catalog import CatalogModel  # noqa: E402
+from appliance.models.catalog import CatalogModel, Quant  # noqa: E402
 from appliance.models.store import StoredModel, sha256_file  # noqa: E402
 from appliance.quotas import TokenLimits  # noqa: E402
 
@@ -82,17 +93,25 @@ __all__ = [
     "GenerationChunk",
     "GenerationRequest",
     "HardwareProfile",
+    "ImageClassifier",
+    "ImageDescriber",
+    "ImageInput",
+    "ImageScores",
     "LoadedSection",
     "Migration",
     "ModelInfo",
+    "ModerationResult",
     "NotFound",
     "Overloaded",
     "PayloadTooLarge",
+    "PooledMemory",
+    "Quant",
     "Retriever",
     "SamplingOptions",
     "Segment",
     "StateKey",
     "StoredModel",
+    "TextModerator",
     "TokenLimits",
     "Transcriber",
     "Transcription",

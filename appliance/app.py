@@ -21,6 +21,7 @@ from appliance.http import (
     audio,
     conversations,
     models_api,
+    moderations,
     ollama,
     openai,
     plugins_api,
@@ -62,6 +63,7 @@ def create_app(
     app.add_routes(conversations.routes)
     app.add_routes(responses.routes)
     app.add_routes(models_api.routes)
+    app.add_routes(moderations.routes)
     _mount_plugin_routes(app, appliance)
     app.cleanup_ctx.append(_core_lifespan)
     app.cleanup_ctx.append(_plugin_lifespans)

@@ -39,6 +39,7 @@ from appliance.history.schema import CORE_MIGRATIONS
 from appliance.hookcall import PerPlugin
 from appliance.metrics import Metrics
 from appliance.models.catalog import load_catalog
+from appliance.models.sources import ModelSource
 from appliance.models.store import ModelStore
 from appliance.plugins import Plugins
 from appliance.quotas import Quotas
@@ -127,14 +128,24 @@ class Appliance:
         chosen = self.plugins.first("select_hardware_profile", facts=self.facts, profiles=profiles)
         self.profile = chosen if isinstance(chosen, HardwareProfile) else GENERIC
         self.calibration = load_calibration(settings.home, self.profile)
+        answers = self.plugins.call("pooled_memory", appliance=self)
+        pooled = [memory for answer in answers for memory in answer.value]
         self.choice = choose(
             self.profile,
             self.facts,
             self.catalog,
             efficiency=self.calibration.efficiency if self.calibration else None,
             excluded=self.calibration.excluded if self.calibration else None,
+            pooled=tuple(pooled),
         )
         return self.choice
+
+    def model_sources(self) -> dict[str, ModelSource]:
+        """Model sources plugins add, by scheme (``fleet:NAME``: a peer of the fleet)."""
+        sources: dict[str, ModelSource] = {}
+        for answer in self.plugins.call("register_model_sources", appliance=self):
+            sources.update(answer.value)
+        return sources
 
     def default_model(self, kind: ModelKind) -> str | None:
         """The one rule for "the box's model" of a kind: the setting (``chat_model``,
@@ -290,6 +301,8 @@ class Appliance:
             ("register_chat_models", self.registry.chat),
             ("register_embedders", self.registry.embedders),
             ("register_transcribers", self.registry.transcribers),
+            ("register_image_classifiers", self.registry.image_classifiers),
+            ("register_image_describers", self.registry.image_describers),
             ("register_document_loaders", self.registry.loaders),
         ):
             self.plugins.call(

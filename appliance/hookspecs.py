@@ -18,11 +18,14 @@ if TYPE_CHECKING:
 
     from appliance.auth import Actor
     from appliance.capabilities import ChatModel, Embedder
+    from appliance.capabilities.images import ImageClassifier, ImageDescriber
     from appliance.capabilities.retrieve import ContextChunk, DocumentLoader
     from appliance.capabilities.transcribe import Transcriber
     from appliance.core import Appliance, Event
+    from appliance.hardware.fit import PooledMemory
     from appliance.hardware.profiles import HardwareProfile
     from appliance.history.migrations import Migration
+    from appliance.models.sources import ModelSource
 
 hookspec = pluggy.HookspecMarker("appliance")
 
@@ -52,6 +55,20 @@ def register_transcribers(
 
 
 @hookspec
+def register_image_classifiers(
+    register: Callable[[ImageClassifier], None], profile: HardwareProfile, appliance: Appliance
+) -> None:
+    """Register image classifiers (scores per label) by calling ``register(classifier)``."""
+
+
+@hookspec
+def register_image_describers(
+    register: Callable[[ImageDescriber], None], profile: HardwareProfile, appliance: Appliance
+) -> None:
+    """Register image describers (vision-language models) by calling ``register(describer)``."""
+
+
+@hookspec
 def register_document_loaders(register: Callable[[DocumentLoader], None]) -> None:
     """Register loaders that turn files into text sections for RAG."""
 
@@ -64,6 +81,14 @@ def register_routes(appliance: Appliance) -> list[web.RouteDef] | None:
 @hookspec
 def register_migrations(register: Callable[[str, Migration], None]) -> None:
     """Register database migrations with ``register(owner, migration)``, in order."""
+
+
+@hookspec
+def register_model_sources(appliance: Appliance) -> dict[str, ModelSource] | None:
+    """Return model sources by scheme: ``{"fleet": fetch}`` makes ``fleet:REST`` a source of
+    ``appliance models fetch --source`` (and ``--from-peer NAME`` is ``fleet:NAME``). ``fetch(rest,
+    model, quant, workdir)`` brings the file into ``workdir`` and returns its path; the store then
+    checks it against the catalog's sha256 like every other source."""
 
 
 @hookspec
@@ -89,6 +114,12 @@ def mdns_properties(appliance: Appliance) -> dict[str, str] | None:
 @hookspec(firstresult=True)
 def select_hardware_profile(facts: Any, profiles: list[HardwareProfile]) -> HardwareProfile | None:
     """Choose the profile for these hardware facts. The first non-None answer wins."""
+
+
+@hookspec
+def pooled_memory(appliance: Appliance) -> list[PooledMemory] | None:
+    """Return memory of other boxes this box's chat model can use (e.g. llama.cpp RPC workers).
+    The hardware choice counts it, so a model too big for this box alone can be chosen."""
 
 
 @hookspec(firstresult=True)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 from appliance.capabilities import ChatModel, Embedder
+from appliance.capabilities.images import ImageClassifier, ImageDescriber
+from appliance.capabilities.moderation import TextModerator
 from appliance.capabilities.retrieve import DocumentLoader, Retriever
 from appliance.capabilities.transcribe import Transcriber
 from appliance.errors import NotFound, PluginError
@@ -109,6 +111,15 @@ class Registry:
         default_factory=lambda: Registered("document loader")
     )
     retrievers: Registered[Retriever] = field(default_factory=lambda: Registered("retriever"))
+    image_classifiers: Registered[ImageClassifier] = field(
+        default_factory=lambda: Registered("image classifier")
+    )
+    image_describers: Registered[ImageDescriber] = field(
+        default_factory=lambda: Registered("image describer")
+    )
+    moderators: Registered[TextModerator] = field(
+        default_factory=lambda: Registered("text moderator")
+    )
 
     def of_kind(self, kind: ModelKind) -> Registered[Any]:
         """The models of a kind, by the catalog's kind names."""

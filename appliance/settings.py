@@ -24,7 +24,7 @@ from pydantic import (
 from appliance.errors import SettingsError
 
 ENV_PREFIX = "APPLIANCE_"
-LIST_SETTINGS = ("load_plugins", "disable_plugins", "rag_roots", "cors_origins")
+LIST_SETTINGS = ("load_plugins", "disable_plugins", "rag_roots", "cors_origins", "rpc_workers")
 CONFIG_FILE = "appliance.toml"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -65,6 +65,9 @@ class Settings(BaseModel):
     mdns: bool = True
     fleet_key: str = Field(default="", repr=False)
     """Boxes with the same key share their models (the fleet plugin); it never leaves the box."""
+    rpc_workers: tuple[str, ...] = ()
+    """Boxes running `appliance rpc-worker` (HOST:PORT) whose memory this box's chat model may
+    use: its layers are split over this box and them (llama.cpp RPC)."""
     instance_name: str = ""
     models_dir_override: Path | None = Field(default=None, alias="models_dir")
     chat_model: str = ""
@@ -95,6 +98,15 @@ class Settings(BaseModel):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
         return level
+
+    @field_validator("rpc_workers")
+    @classmethod
+    def _host_ports(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for endpoint in value:
+            host, sep, port = endpoint.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{endpoint!r} is not HOST:PORT")
+        return value
 
     @field_validator("tls_key")
     @classmethod

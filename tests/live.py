@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -18,6 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 TEST_MODELS = REPO / ".cache" / "models"
 CLI = [sys.executable, "-m", "appliance"]
 SERVE = [*CLI, "serve"]
+
+
+_UNVERIFIED = ssl._create_unverified_context()  # a test box's self-signed certificate
 
 
 def free_port() -> int:
@@ -33,10 +37,15 @@ class LiveBox:
     env: dict[str, str] | None = None
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    address: str = "127.0.0.1"
+    """Where it listens (a namespace's address for the tests of a site of boxes)."""
+    prefix: tuple[str, ...] = ()
+    """A command it runs under, e.g. ``ip netns exec NS``."""
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://{self.address}:{self.port}"
 
     def start(self, wait_s: float = 120) -> LiveBox:
         self.port = self.port or free_port()
@@ -47,11 +56,12 @@ class LiveBox:
             "APPLIANCE_CALIBRATE_AT_START": "false",
             "APPLIANCE_MODELS_DIR": str(TEST_MODELS),
             "APPLIANCE_N_THREADS": "2",
+            "APPLIANCE_HOST": self.address,
             **(self.env or {}),
         }
         self.log = (self.home.parent / f"box-{self.port}.log").open("wb")
         self.proc = subprocess.Popen(
-            [*SERVE, "--port", str(self.port), "--home", str(self.home)],
+            [*self.prefix, *SERVE, "--port", str(self.port), "--home", str(self.home)],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -59,7 +69,9 @@ class LiveBox:
         deadline = time.monotonic() + wait_s
         while True:
             try:
-                with urllib.request.urlopen(self.url + "/appliance/health", timeout=5) as r:
+                with urllib.request.urlopen(
+                    self.url + "/appliance/health", timeout=5, context=_UNVERIFIED
+                ) as r:
                     if json.loads(r.read())["status"] == "ok":
                         return self
             except OSError:

@@ -120,6 +120,11 @@ class LoadableModel(ABC):
     def loaded(self) -> bool:
         return True
 
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """Where the loaded model runs (``cpu``, ``cuda0``, ``rpc:HOST:PORT``); () if unknown."""
+        return ()
+
 
 GenerationRequest = ChatRequest | CompletionRequest
 

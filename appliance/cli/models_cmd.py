@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -11,11 +12,12 @@ from appliance.cli.common import (
     echo_table,
     home_option,
     models_dir_option,
+    opened,
     settings_from,
 )
 from appliance.errors import ApplianceError
 from appliance.models.catalog import CatalogModel, Quant, load_catalog
-from appliance.models.sources import fetch_model
+from appliance.models.sources import ModelSource, fetch_model, fetchable
 from appliance.models.store import ModelStore, sha256_file
 from appliance.settings import Settings
 
@@ -84,6 +86,9 @@ def _resolve(store: ModelStore, model_id: str, quant: str | None) -> tuple[Catal
 @click.option("--quant", default=None, help="Quantization (default: the model's default).")
 @click.option("--sha256", default=None, help="Expected sha256 where the catalog pins none.")
 @click.option("--source", default=None, help="Use this source instead of the catalog's.")
+@click.option(
+    "--from-peer", default=None, metavar="NAME", help="Copy it from this box of the fleet."
+)
 @home_option
 @models_dir_option
 def fetch(
@@ -92,11 +97,41 @@ def fetch(
     quant: str | None,
     sha256: str | None,
     source: str | None,
+    from_peer: str | None,
     home: Path | None,
     models_dir: Path | None,
 ) -> None:
     """Fetch models into the store (a file already there is not fetched again)."""
-    _, store = _store(home, models_dir)
+    settings, store = _store(home, models_dir)
+    if from_peer is not None:
+        if source is not None:
+            raise click.UsageError("give --source or --from-peer, not both")
+        source = f"fleet:{from_peer}"
+    with contextlib.ExitStack() as stack:
+        plugins: dict[str, ModelSource] = {}
+        if source is not None and not fetchable(source):
+            plugins = stack.enter_context(opened(settings)).model_sources()
+            if not fetchable(source, plugins):
+                raise click.ClickException(
+                    f"no plugin of this box fetches from {source!r}"
+                    + (
+                        " (copying from a peer needs the fleet plugin and a fleet_key)"
+                        if from_peer is not None
+                        else ""
+                    )
+                )
+        _fetch_all(store, model_ids, defaults, quant, sha256, source, plugins)
+
+
+def _fetch_all(
+    store: ModelStore,
+    model_ids: tuple[str, ...],
+    defaults: bool,
+    quant: str | None,
+    sha256: str | None,
+    source: str | None,
+    plugins: dict[str, ModelSource],
+) -> None:
     wanted = [m.id for m in store.catalog.defaults()] if defaults else []
     wanted += list(model_ids)
     if not wanted:
@@ -105,7 +140,9 @@ def fetch(
         model, chosen = _resolve(store, model_id, quant)
         already = store.has(model, chosen)
         try:
-            stored = fetch_model(store, model, chosen, sha256=sha256, source=source)
+            stored = fetch_model(
+                store, model, chosen, sha256=sha256, source=source, plugins=plugins
+            )
         except ApplianceError as exc:
             raise click.ClickException(exc.message) from None
         verb = "already present" if already else "fetched"

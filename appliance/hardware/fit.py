@@ -95,6 +95,17 @@ def estimate(
     )
 
 
+@dataclass(frozen=True)
+class PooledMemory:
+    """Memory on another box that this box's chat model may use (a llama.cpp RPC worker)."""
+
+    device: str
+    """How /api/ps names it, e.g. ``rpc:10.0.0.2:50052``."""
+    free_bytes: int
+    problem: str = ""
+    """Why it cannot be used now (then it is not counted)."""
+
+
 @dataclass
 class Choice:
     chat: ChatEstimate | None
@@ -105,6 +116,8 @@ class Choice:
     usable_bytes: int
     reserve_bytes: int
     reasons: list[str] = field(default_factory=list)
+    pooled: tuple[str, ...] = ()
+    """Devices of other boxes the chat model is split over (empty: it runs on this box)."""
 
     @property
     def total_bytes(self) -> int:
@@ -127,6 +140,7 @@ class Choice:
             "usable_bytes": self.usable_bytes,
             "reserve_bytes": self.reserve_bytes,
             "reasons": self.reasons,
+            "pooled": list(self.pooled),
         }
 
 
@@ -150,6 +164,7 @@ def choose(
     catalog: Catalog,
     efficiency: float | None = None,
     excluded: dict[str, str] | None = None,
+    pooled: tuple[PooledMemory, ...] = (),
 ) -> Choice:
     excluded = excluded or {}
     usable, vram = _memory_pool(profile, facts)
@@ -158,6 +173,9 @@ def choose(
     smallest_whisper = WHISPER[0][1]
     free = usable - profile.reserve_bytes - embed_bytes - smallest_whisper
     chat_room = max(free, vram - (457 * MIB if vram else 0))
+    local_room = chat_room
+    usable_pool = [p for p in pooled if not p.problem and p.free_bytes > 0]
+    chat_room += sum(p.free_bytes for p in usable_pool)
     eta = efficiency if efficiency is not None else profile.efficiency
     reasons = [
         f"Profile {profile.id}: {profile.bandwidth_gbps:g} GB/s memory bandwidth, "
@@ -166,7 +184,15 @@ def choose(
         f"the embedder and Whisper stay resident, leaving {gib(max(chat_room, 0))} for chat"
         + (f" (the GPU has {gib(vram)})." if vram else "."),
     ]
+    reasons += [f"{p.device}: {p.problem}; not counted." for p in pooled if p.problem]
+    if usable_pool:
+        reasons.append(
+            "Pooled with "
+            + ", ".join(f"{p.device} ({gib(p.free_bytes)} free)" for p in usable_pool)
+            + f": {gib(chat_room)} for chat in all."
+        )
     best: ChatEstimate | None = None
+    pooled_devices: tuple[str, ...] = ()
     rejected: dict[str, str] = {}
     models = sorted(catalog.of_kind("chat"), key=lambda m: m.params, reverse=True)
     for model in models:
@@ -212,6 +238,14 @@ def choose(
         chat_bytes = 0
     else:
         chat_bytes = best.total_bytes
+        if best.total_bytes > local_room:
+            reasons.append(
+                f"{best.model} {best.quant} needs {gib(best.total_bytes)}, more than this box "
+                f"alone has ({gib(max(local_room, 0))}); its layers are split over this box and "
+                + ", ".join(p.device for p in usable_pool)
+                + "."
+            )
+            pooled_devices = tuple(p.device for p in usable_pool)
         reasons.append(
             f"Chose {best.model} {best.quant} with a {best.ctx}-token context and {best.slots} "
             f"parallel slot{'s' if best.slots > 1 else ''}: {gib(best.total_bytes)}, "
@@ -221,7 +255,7 @@ def choose(
         usable
         - profile.reserve_bytes
         - embed_bytes
-        - (0 if vram and best and best.total_bytes <= vram else chat_bytes)
+        - (0 if vram and best and best.total_bytes <= vram else min(chat_bytes, local_room))
     )
     cap = (
         1
@@ -245,4 +279,5 @@ def choose(
         usable_bytes=usable,
         reserve_bytes=profile.reserve_bytes,
         reasons=reasons,
+        pooled=pooled_devices,
     )

@@ -19,7 +19,7 @@ from appliance.http.middleware import read_json, require, track_change
 from appliance.http.validation import Body, parse_body
 from appliance.keys import appliance_of
 from appliance.models.catalog import CatalogModel
-from appliance.models.sources import fetch_model
+from appliance.models.sources import fetch_model, fetchable
 from appliance.models.store import sha256_file
 
 routes = web.RouteTableDef()
@@ -88,9 +88,14 @@ async def fetch(request: web.Request) -> web.Response:
         quant = model.quant(body.quant)
     except KeyError as exc:
         raise BadRequest(str(exc.args[0]), param="quant") from None
+    sources = appliance.model_sources()
+    if body.source and not fetchable(body.source, sources):
+        raise BadRequest(f"this box cannot fetch from {body.source!r}", param="source")
 
     async def work(task: dict[str, Any]) -> None:
-        await asyncio.to_thread(fetch_model, appliance.store, model, quant, None, body.source)
+        await asyncio.to_thread(
+            fetch_model, appliance.store, model, quant, None, body.source, sources
+        )
         task["done"] = 1
 
     task = _start(appliance, "fetch", model.id, work)

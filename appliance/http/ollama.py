@@ -122,6 +122,7 @@ async def ps(request: web.Request) -> web.Response:
                 "slots": loaded.slots,
                 "slots_busy": loaded.slots_busy,
                 "queued": loaded.queued,
+                "devices": list(loaded.devices),
             }
         )
     return web.json_response({"models": models})

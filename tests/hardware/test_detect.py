@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from appliance.cli.main import cli
 from appliance.hardware.facts import GPU, HardwareFacts, parse_cpuinfo, probe
-from appliance.hardware.fit import choose, estimate
+from appliance.hardware.fit import PooledMemory, choose, estimate
 from appliance.hardware.profiles import best_profile, load_profiles
 from appliance.models.catalog import load_catalog
 from tests.fixtures import ClientFactory
@@ -165,3 +165,24 @@ async def test_hardware_endpoint_and_mdns_profile(
     assert data["choice"]["chat"]["predicted_tps"] >= 5
     record = await (await client.get("/.well-known/appliance.json")).json()
     assert record["profile"]["id"] == "intel-n100"
+
+
+def test_pooled_memory_lets_a_model_too_big_for_one_box_be_chosen() -> None:
+    facts = facts_with_memory(3 * GIB)
+    profile = best_profile(facts, PROFILES)
+    alone = choose(profile, facts, CATALOG)
+    worker = PooledMemory("rpc:10.0.0.2:50052", 24 * GIB)
+    pooled = choose(profile, facts, CATALOG, pooled=(worker,))
+    assert alone.chat is not None and pooled.chat is not None
+    assert pooled.chat.params > alone.chat.params
+    assert pooled.chat.total_bytes > facts.usable_memory_bytes - profile.reserve_bytes
+    assert pooled.pooled == ("rpc:10.0.0.2:50052",)
+    text = " ".join(pooled.reasons)
+    assert "Pooled with rpc:10.0.0.2:50052" in text
+    assert "split over this box and rpc:10.0.0.2:50052" in text
+    assert pooled.as_dict()["pooled"] == ["rpc:10.0.0.2:50052"]
+
+    gone = PooledMemory("rpc:10.0.0.2:50052", 0, problem="cannot be reached")
+    unreachable = choose(profile, facts, CATALOG, pooled=(gone,))
+    assert unreachable.chat == alone.chat and unreachable.pooled == ()
+    assert "rpc:10.0.0.2:50052: cannot be reached; not counted." in unreachable.reasons

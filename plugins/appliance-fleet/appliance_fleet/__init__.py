@@ -7,6 +7,7 @@ Off unless IT sets ``fleet_key`` (or ``[fleet] key`` on the config stick).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,12 +26,13 @@ from appliance import (
     require,
 )
 from appliance_fleet.auth import HEADER, prove, verify
+from appliance_fleet.copy import copy_from_peer, send_model
 from appliance_fleet.peers import NAME, Fleet
 
 ROUTE_PREFIX = "/appliance/fleet"
 PERMISSIONS = ("models.register",)
 FLEET: StateKey[Fleet] = StateKey("fleet")
-PEER_ACTIONS = frozenset({"models.use", "models.list", "fleet.hello"})
+PEER_ACTIONS = frozenset({"models.use", "models.list", "models.copy", "fleet.hello"})
 
 
 def _fleet(appliance: Appliance) -> Fleet | None:
@@ -100,7 +102,9 @@ async def hello(request: web.Request) -> web.Response:
             "name": appliance.announced_name or appliance.settings.instance_name or fleet.box_id,
             "models": fleet.local_models(),
             "load": usage,
-            "proof": prove(fleet.key, fleet.box_id, request.query.get("challenge", "")),
+            "proof": prove(
+                fleet.key, fleet.box_id, request.query.get("challenge", ""), fleet.cert_sha256
+            ),
             "at": time.time(),
         }
     )
@@ -119,7 +123,19 @@ async def peers(request: web.Request) -> web.Response:
 
 @hookimpl
 def register_routes(appliance: Appliance) -> list[web.AbstractRouteDef]:
-    return [web.get("/hello", hello), web.get("/", peers)]
+    return [
+        web.get("/hello", hello),
+        web.get("/", peers),
+        web.get("/models/{model}/{quant}", send_model),
+    ]
+
+
+@hookimpl
+def register_model_sources(appliance: Appliance) -> dict[str, Any] | None:
+    """``fleet:NAME``: copy a model file from the peer called NAME (``--from-peer NAME``)."""
+    if not appliance.settings.fleet_key:
+        return None
+    return {"fleet": functools.partial(copy_from_peer, appliance)}
 
 
 __all__ = ["NAME"]

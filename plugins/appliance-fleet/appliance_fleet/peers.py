@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import secrets
 import socket
+import ssl
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
 from appliance import Appliance, Overloaded
-from appliance_fleet.auth import HEADER, fleet_id, proof_ok, sign
+from appliance_fleet.auth import HEADER, cert_sha256, fleet_id, proof_ok, sign
 from appliance_fleet.remote import PeerChatModel, PeerEmbedder, PeerTranscriber
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,12 @@ class Peer:
     last_seen: float = 0.0
     failures: int = 0
     in_flight: int = 0
+    cert_sha256: str = ""
+    """The TLS certificate its proof was bound to (pinned for every request), "" over HTTP."""
+
+    @property
+    def ssl(self) -> aiohttp.Fingerprint | bool:
+        return aiohttp.Fingerprint(bytes.fromhex(self.cert_sha256)) if self.cert_sha256 else True
 
     def note_answer(self) -> None:
         self.failures = 0
@@ -50,7 +59,18 @@ class Peer:
             "load": self.load,
             "last_seen": self.last_seen,
             "failures": self.failures,
+            "tls_sha256": self.cert_sha256,
         }
+
+
+async def certificate_of(url: str) -> str:
+    """The sha256 of the certificate an https URL's server presents ("" for http)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "https" or parts.hostname is None:
+        return ""
+    address = (parts.hostname, parts.port or 443)
+    pem = await asyncio.to_thread(ssl.get_server_certificate, address, timeout=5)
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
 
 
 class Fleet:
@@ -59,13 +79,16 @@ class Fleet:
         self.key = appliance.settings.fleet_key
         self.id = fleet_id(self.key)
         self.box_id = appliance.id
+        self.cert_sha256 = cert_sha256(appliance.settings.tls_cert)
         self.peers: dict[str, Peer] = {}
         self.by_service: dict[str, str] = {}
         self.session: aiohttp.ClientSession = None  # type: ignore[assignment]
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stop_watch: Any = None
 
     async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
         self.session = aiohttp.ClientSession()
         self._stop_watch = await self.appliance.zeroconf.watch(SERVICE_TYPE, self._changed)
         self._spawn(self._health())
@@ -108,23 +131,25 @@ class Fleet:
         challenge = secrets.token_hex(16)
         headers = {HEADER: sign(self.key, self.box_id, "GET", HELLO)}
         try:
+            seen = await certificate_of(url)  # the hello itself goes only to that certificate
             async with self.session.get(
                 f"{url}{HELLO}",
                 params={"challenge": challenge},
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=5),
-                ssl=False,
+                ssl=aiohttp.Fingerprint(bytes.fromhex(seen)) if seen else True,
             ) as response:
                 if response.status != 200:
                     return None
                 data = await response.json()
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
             return None
-        if not proof_ok(self.key, str(data.get("id")), challenge, str(data.get("proof"))):
-            log.warning("fleet: %s answered without the key; not a peer", url)
+        if not proof_ok(self.key, str(data.get("id")), challenge, str(data.get("proof")), seen):
+            log.warning("fleet: %s answered without the key (or through another); not a peer", url)
             return None
         peer = self.peers.get(data["id"]) or Peer(id=data["id"], name=data["name"], url=url)
         peer.models, peer.load, peer.url = data["models"], data["load"], url
+        peer.cert_sha256 = seen
         peer.note_answer()
         if peer.id not in self.peers:
             log.info("fleet: %s (%s) joined with %s", peer.name, url, peer.models)

@@ -4,11 +4,10 @@ generation happens on the peer, streamed through as it arrives."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import threading
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import asdict
@@ -50,10 +49,15 @@ def _body(request: GenerationRequest, name: str) -> tuple[str, dict[str, Any]]:
         "stream_options": {"include_usage": True},
         "temperature": request.sampling.temperature,
         "top_p": request.sampling.top_p,
+        "top_k": request.sampling.top_k,
+        "min_p": request.sampling.min_p,
+        "repeat_penalty": request.sampling.repeat_penalty,
     }
     for key in ("max_tokens", "seed", "presence_penalty", "frequency_penalty"):
         if key in sampling:
             body[key] = sampling[key]
+    if request.sampling.logit_bias:
+        body["logit_bias"] = {str(t): b for t, b in request.sampling.logit_bias}
     if request.sampling.stop:
         body["stop"] = list(request.sampling.stop)
     if isinstance(request, ChatRequest):
@@ -95,7 +99,7 @@ class PeerChatModel(AsyncChatModel):
         finish, usage = None, None
         try:
             async with self.fleet.session.post(
-                peer.url + path, json=body, headers=headers, timeout=timeout, ssl=False
+                peer.url + path, json=body, headers=headers, timeout=timeout, ssl=peer.ssl
             ) as response:
                 if response.status >= 400:
                     raise peer_error(response.status, await response.text(), peer)
@@ -131,22 +135,32 @@ class PeerChatModel(AsyncChatModel):
 def post_to_peer(
     fleet: Fleet, model: str, path: str, body: bytes, content_type: str, timeout: float = READ_S
 ) -> dict[str, Any]:
-    """One signed request to the least-loaded peer serving ``model`` (from a worker thread):
-    its JSON answer, its 4xx as ours, 503 when it does not answer."""
+    """One signed request to the least-loaded peer serving ``model`` (from a worker thread,
+    through the fleet's session on the event loop, so the peer's certificate stays pinned): its
+    JSON answer, its 4xx as ours, 503 when it does not answer."""
     peer = fleet.pick(model)
-    request = urllib.request.Request(
-        peer.url + path,
-        data=body,
-        headers={"Content-Type": content_type, HEADER: sign(fleet.key, fleet.box_id, "POST", path)},
-    )
+    call = _post(fleet, peer, path, body, content_type, aiohttp.ClientTimeout(timeout, CONNECT_S))
+    return asyncio.run_coroutine_threadsafe(call, fleet.loop).result(timeout + CONNECT_S)
+
+
+async def _post(
+    fleet: Fleet, peer: Peer, path: str, body: bytes, content_type: str, limits: Any
+) -> dict[str, Any]:
+    headers = {"Content-Type": content_type, HEADER: sign(fleet.key, fleet.box_id, "POST", path)}
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return dict(json.loads(response.read()))
-    except urllib.error.HTTPError as exc:
-        raise peer_error(exc.code, exc.read().decode(errors="replace"), peer) from None
-    except OSError as exc:
+        async with fleet.session.post(
+            peer.url + path, data=body, headers=headers, timeout=limits, ssl=peer.ssl
+        ) as response:
+            text = await response.text()
+    except (aiohttp.ClientError, TimeoutError) as exc:
         fleet.failed(peer)
-        raise Overloaded(f"the peer {peer.name} did not answer ({exc})", retry_after=5) from None
+        raise Overloaded(
+            f"the peer {peer.name} did not answer ({type(exc).__name__})", retry_after=5
+        ) from None
+    if response.status >= 400:
+        raise peer_error(response.status, text, peer)
+    peer.note_answer()
+    return dict(json.loads(text))
 
 
 class PeerEmbedder(Embedder):

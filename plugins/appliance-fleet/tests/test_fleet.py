@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile
+from appliance_fleet.auth import cert_sha256, proof_ok, prove
 
+from appliance.tls import make_self_signed
 from tests.live import LiveBox, admin_token
 
 pytestmark = pytest.mark.slow
@@ -157,3 +159,35 @@ def test_a_fleet_shares_its_models_and_survives_a_peer_leaving(tmp_path: Path) -
         for each in (a, b, c):
             if each.proc is not None and each.proc.poll() is None:
                 each.kill(signal.SIGTERM)
+
+
+def test_a_peer_over_https_is_pinned_to_the_certificate_its_proof_names(tmp_path: Path) -> None:
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    make_self_signed("box-b", cert, key)
+    pinned = cert_sha256(cert)
+    tls = {"APPLIANCE_TLS_CERT": str(cert), "APPLIANCE_TLS_KEY": str(key)}
+    b = box(tmp_path / "b", "echo,fleet", KEY, "Box B")
+    b.env = {**(b.env or {}), **tls}
+    b.scheme = "https"
+    b.start()
+    a = box(tmp_path / "a", "fleet", KEY, "Box A").start()
+    try:
+        wait_until(lambda: call(a.url, "/appliance/fleet")[1]["peers"] != [], 45)
+        [peer] = call(a.url, "/appliance/fleet")[1]["peers"]
+        assert peer["url"].startswith("https://") and peer["tls_sha256"] == pinned
+        through = call(a.url, "/v1/chat/completions", CHAT)[1]
+        assert through["choices"][0]["message"]["content"] == "one two three"
+        vectors = call(a.url, "/v1/embeddings", {"model": "echo-embed", "input": "hi"})[1]
+        assert len(vectors["data"][0]["embedding"]) > 0
+    finally:
+        for each in (a, b):
+            if each.proc is not None and each.proc.poll() is None:
+                each.kill(signal.SIGTERM)
+
+
+def test_a_proof_relayed_through_another_certificate_is_refused() -> None:
+    proof = prove(KEY, "box-b", "challenge", "a" * 64)
+    assert proof_ok(KEY, "box-b", "challenge", proof, "a" * 64)
+    assert not proof_ok(KEY, "box-b", "challenge", proof, "b" * 64)
+    assert not proof_ok(KEY, "box-b", "challenge", proof, "")
+    assert not proof_ok(OTHER_KEY, "box-b", "challenge", proof, "a" * 64)

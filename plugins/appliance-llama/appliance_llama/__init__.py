@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from appliance import (
     Appliance,
@@ -12,11 +13,16 @@ from appliance import (
     Embedder,
     HardwareProfile,
     ModelInfo,
+    PooledMemory,
+    StateKey,
     StoredModel,
     hookimpl,
 )
 from appliance_llama.chat import LlamaChatModel
 from appliance_llama.embed import LlamaEmbedder
+from appliance_llama.rpc import RpcPool
+
+RPC_POOL: StateKey[RpcPool] = StateKey("llama-rpc-pool")
 
 # Like Ollama's OLLAMA_NUM_PARALLEL and llama-server's -np: sequences decoded together when the
 # hardware choice did not pick this model (the `parallel` setting overrides both).
@@ -61,12 +67,25 @@ def _chosen(appliance: Appliance, kind: str) -> list[StoredModel]:
     return list(by_id.values())
 
 
+def _rpc_pool(appliance: Appliance) -> RpcPool | None:
+    workers = appliance.settings.rpc_workers
+    return appliance.state(RPC_POOL, lambda: RpcPool(workers)) if workers else None
+
+
+@hookimpl
+def pooled_memory(appliance: Appliance) -> list[PooledMemory] | None:
+    pool = _rpc_pool(appliance)
+    return pool.pooled() if pool else None
+
+
 @hookimpl
 def register_chat_models(
     register: Callable[[ChatModel], None], profile: HardwareProfile, appliance: Appliance
 ) -> None:
     settings = appliance.settings
     choice = appliance.choice.chat if appliance.choice else None
+    pooled = bool(appliance.choice and appliance.choice.pooled)
+    pool = _rpc_pool(appliance)
     for stored in _chosen(appliance, "chat"):
         context = min(settings.chat_ctx, stored.model.context or settings.chat_ctx)
         slots = DEFAULT_SLOTS
@@ -80,6 +99,8 @@ def register_chat_models(
                 context,
                 settings.n_threads,
                 slots=settings.parallel or slots,
+                rpc=pool,
+                needs_pool=pooled and choice is not None and choice.model == stored.model.id,
             )
         )
 
@@ -96,3 +117,33 @@ def register_embedders(
                 appliance.settings.n_threads,
             )
         )
+
+
+@hookimpl
+def register_commands(cli: Any) -> None:
+    import click
+
+    @cli.command("rpc-worker")
+    @click.option("--host", required=True, help="Address to listen on (this box's LAN address).")
+    @click.option("--port", default=50052, show_default=True, type=click.IntRange(1, 65535))
+    @click.option(
+        "--allow",
+        "allowed",
+        multiple=True,
+        required=True,
+        help="Addresses of the head boxes that may use this box (comma-separated or repeated).",
+    )
+    @click.option("--threads", type=click.IntRange(1, 256), default=None, help="CPU threads.")
+    def rpc_worker(host: str, port: int, allowed: tuple[str, ...], threads: int | None) -> None:
+        """Lend this box's memory and compute to a head box (llama.cpp RPC)."""
+        import logging
+        import os
+
+        from appliance_llama.rpc import RpcUnavailable
+        from appliance_llama.rpc_worker import run_worker
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        try:
+            run_worker(host, port, allowed, threads or max(1, min(4, os.cpu_count() or 1)))
+        except (RpcUnavailable, ValueError, OSError) as exc:
+            raise click.ClickException(str(exc)) from None

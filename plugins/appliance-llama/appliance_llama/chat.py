@@ -25,6 +25,7 @@ from appliance import (
     message_text,
 )
 from appliance_llama.engine import LlamaEngine
+from appliance_llama.rpc import RpcPool, Split
 from appliance_llama.sampling import check_grammar, grammar_for
 from appliance_llama.sequence import Sequence, parse_tool_calls
 from appliance_llama.tools import ToolFormat, generic_messages, plan, reply_schema, system_prompt
@@ -42,8 +43,15 @@ class LlamaChatModel(BatchedChatModel):
         n_ctx: int,
         n_threads: int,
         slots: int = 4,
+        rpc: RpcPool | None = None,
+        needs_pool: bool = False,
     ) -> None:
         self.info = info
+        self.rpc = rpc
+        """llama.cpp RPC workers to split the layers over (``rpc_workers``)."""
+        self.needs_pool = needs_pool
+        """Whether the model fits only with the workers' memory (the hardware choice says)."""
+        self._split: Split | None = None
         self._path_for_load = path_for_load
         self.n_ctx = n_ctx
         """The context each request gets unless it asks for another (Ollama's ``num_ctx``)."""
@@ -63,13 +71,27 @@ class LlamaChatModel(BatchedChatModel):
     def loaded(self) -> bool:
         return self.engine is not None
 
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """Where the loaded model runs: ``cpu`` and ``rpc:HOST:PORT`` for each worker used."""
+        return self.engine.devices if self.engine is not None else ()
+
     def load(self) -> None:
-        engine = LlamaEngine(
-            self._path_for_load(),
-            pool_tokens=self.pool_tokens,
-            slots=self._slots,
-            n_threads=self.n_threads,
-        )
+        path = self._path_for_load()
+        layers = int(self.info.details.get("layers") or 0)
+        split = self.rpc.split_for(self.name, layers, self.needs_pool) if self.rpc else None
+        try:
+            engine = LlamaEngine(
+                path,
+                pool_tokens=self.pool_tokens,
+                slots=self._slots,
+                n_threads=self.n_threads,
+                split=split,
+            )
+        except BaseException:
+            self._release_split(split)
+            raise
+        self._split = split
         template = llama_cpp.llama_model_chat_template(engine.model.model, None)
         self.template = template.decode() if template else ""
         if self.template:
@@ -83,6 +105,12 @@ class LlamaChatModel(BatchedChatModel):
             self.engine.close()
         self.engine = None
         self._formatter = None
+        self._release_split(self._split)
+        self._split = None
+
+    def _release_split(self, split: Split | None) -> None:
+        if split is not None and self.rpc is not None:
+            self.rpc.release(split)
 
     @property
     def supports_tools(self) -> bool:
