@@ -40,6 +40,44 @@ def has_images(messages: list[dict[str, Any]]) -> bool:
     return False
 
 
+def refuse_remote_images(messages: list[dict[str, Any]]) -> None:
+    """Images come inside the request (data URLs): the box is offline and fetches nothing."""
+    for message in messages:
+        content = message.get("content")
+        for part in content if isinstance(content, list) else []:
+            if not isinstance(part, dict) or part.get("type") != "image_url":
+                continue
+            url = part.get("image_url")
+            url = url.get("url") if isinstance(url, dict) else url
+            if not isinstance(url, str) or not url.startswith("data:image/"):
+                raise BadRequest(
+                    "images must be sent as data URLs (data:image/png;base64,...): this box is "
+                    "offline and fetches nothing from the internet",
+                    param="messages",
+                    code="image_url_not_allowed",
+                )
+
+
+def ollama_image_parts(text: str, images: list[str]) -> list[dict[str, Any]]:
+    """Ollama's ``images`` (base64) as OpenAI content parts, which multimodal models read."""
+    parts: list[dict[str, Any]] = [
+        {"type": "image_url", "image_url": {"url": f"data:{_image_type(b64)};base64,{b64}"}}
+        for b64 in images
+    ]
+    return [*parts, {"type": "text", "text": text}]
+
+
+def _image_type(b64: str) -> str:
+    head = b64[:16]
+    if head.startswith("/9j/"):
+        return "image/jpeg"
+    if head.startswith("R0lGOD"):
+        return "image/gif"
+    if head.startswith("UklGR"):
+        return "image/webp"
+    return "image/png"
+
+
 def refuse_images_unless_read(model: ChatModel, images: bool, param: str = "messages") -> None:
     """The same clear 400 on both APIs when a text-only model is sent images (never dropping
     them silently, which lets the model invent what it did not see)."""

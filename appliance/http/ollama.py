@@ -14,7 +14,7 @@ from aiohttp import web
 from appliance.capabilities import ChatRequest, CompletionRequest, ModelInfo
 from appliance.capabilities.chat import model_capabilities
 from appliance.errors import BadRequest, NotFound
-from appliance.generation import ChatRun, refuse_images_unless_read
+from appliance.generation import ChatRun, ollama_image_parts, refuse_images_unless_read
 from appliance.http import sse
 from appliance.http.context import add_context
 from appliance.http.middleware import read_json, require
@@ -242,6 +242,8 @@ def _ollama_messages(body: ChatBody) -> list[dict[str, Any]]:
     out = []
     for m in body.messages:
         item: dict[str, Any] = {"role": m.role, "content": m.content}
+        if m.images:  # only a model that reads images gets here (refused before otherwise)
+            item["content"] = ollama_image_parts(m.content or "", m.images)
         if m.tool_calls:
             item["tool_calls"] = [
                 {
@@ -309,8 +311,11 @@ async def generate(request: web.Request) -> web.StreamResponse:
             prompt=body.prompt, sampling=sampling, suffix=body.suffix, response_format=fmt
         )
     else:
-        messages = [{"role": "system", "content": body.system}] if body.system else []
-        messages.append({"role": "user", "content": body.prompt})
+        messages: list[dict[str, Any]] = (
+            [{"role": "system", "content": body.system}] if body.system else []
+        )
+        content: Any = ollama_image_parts(body.prompt, body.images) if body.images else body.prompt
+        messages.append({"role": "user", "content": content})
         work = ChatRequest(messages=messages, sampling=sampling, response_format=fmt)
     run = ChatRun(appliance, actor, model, work, api="ollama", keep_alive=keep_alive)
     return await _answer(request, run, body.model, body.stream, "response")

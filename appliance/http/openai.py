@@ -15,7 +15,12 @@ from aiohttp import web
 from appliance.capabilities import ChatRequest, CompletionRequest
 from appliance.capabilities.chat import model_capabilities
 from appliance.errors import BadRequest, NotFound
-from appliance.generation import ChatRun, has_images, refuse_images_unless_read
+from appliance.generation import (
+    ChatRun,
+    has_images,
+    refuse_images_unless_read,
+    refuse_remote_images,
+)
 from appliance.http import sse
 from appliance.http.context import add_context
 from appliance.http.middleware import read_json, require
@@ -88,6 +93,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     model = appliance.registry.chat.get(body.model)
     sent = [m.model_dump(exclude_none=True) for m in body.messages]
     refuse_images_unless_read(model, has_images(sent))
+    refuse_remote_images(sent)
     messages, citations = await add_context(appliance, raw, sent)
     chat_request = ChatRequest(
         messages=messages,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 CATALOG_PATH = Path(__file__).with_name("catalog.toml")
-KINDS = ("chat", "embed", "transcribe", "classify")
+KINDS = ("chat", "embed", "transcribe", "classify", "vision", "projector")
 
 
 @dataclass(frozen=True)

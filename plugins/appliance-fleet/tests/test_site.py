@@ -25,6 +25,7 @@ from tests.live import CLI, TEST_MODELS, LiveBox, admin_token
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.root,
     pytest.mark.skipif(netns.skip_reason() is not None, reason=str(netns.skip_reason())),
 ]
 KEY, OTHER_KEY = "fleet-key-of-the-office-0123456789", "another-fleet-entirely-9876543210"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from appliance import (
     ChatModel,
     Embedder,
     HardwareProfile,
+    ImageDescriber,
     ModelInfo,
     PooledMemory,
     StateKey,
@@ -21,8 +24,12 @@ from appliance import (
 from appliance_llama.chat import LlamaChatModel
 from appliance_llama.embed import LlamaEmbedder
 from appliance_llama.rpc import RpcPool
+from appliance_llama.vision import LlamaVisionModel
 
 RPC_POOL: StateKey[RpcPool] = StateKey("llama-rpc-pool")
+VISION: StateKey[list[LlamaVisionModel]] = StateKey("llama-vision-models")
+VISION_CTX = 4096
+log = logging.getLogger(__name__)
 
 # Like Ollama's OLLAMA_NUM_PARALLEL and llama-server's -np: sequences decoded together when the
 # hardware choice did not pick this model (the `parallel` setting overrides both).
@@ -103,6 +110,49 @@ def register_chat_models(
                 needs_pool=pooled and choice is not None and choice.model == stored.model.id,
             )
         )
+    for model in _vision_models(appliance):
+        register(model)
+
+
+def _vision_models(appliance: Appliance) -> list[LlamaVisionModel]:
+    """One object per vision-language model in the store whose projector is there too: it is
+    both a chat model that reads images and an image describer."""
+
+    def make() -> list[LlamaVisionModel]:
+        projectors = {s.model.id: s for s in _chosen(appliance, "projector")}
+        found = []
+        for stored in _chosen(appliance, "vision"):
+            projector = projectors.get(str(stored.model.extra.get("projector", "")))
+            if projector is None:
+                log.warning("%s is in the store without its projector; not served", stored.model.id)
+                continue
+            info = _info(stored, min(VISION_CTX, stored.model.context or VISION_CTX))
+            info = replace(info, capabilities=("chat", "vision", "image-description"))
+            paths = _pair_loader(appliance, stored, projector)
+            found.append(
+                LlamaVisionModel(info, paths, info.context_length, appliance.settings.n_threads)
+            )
+        return found
+
+    return appliance.state(VISION, make)
+
+
+def _pair_loader(
+    appliance: Appliance, model: StoredModel, projector: StoredModel
+) -> Callable[[], tuple[Path, Path]]:
+    store = appliance.store
+    return lambda: (
+        store.verified_path(model.model, model.quant),
+        store.verified_path(projector.model, projector.quant),
+    )
+
+
+@hookimpl
+def register_image_describers(
+    register: Callable[[ImageDescriber], None], profile: HardwareProfile, appliance: Appliance
+) -> None:
+    for model in _vision_models(appliance):
+        register(model)
 
 
 @hookimpl

@@ -40,10 +40,11 @@ class RpcUnavailable(ApplianceError):
 
 
 def _library(soname: str) -> ctypes.CDLL:
-    """A library by its SONAME, from the wheel's folder first (where libllama found it)."""
+    """A library by its SONAME, from the wheel's folder first (where libllama found it). Its
+    symbols stay local: whisper.cpp in the same process has a ggml of its own."""
     local = LIB_DIR / soname
     try:
-        return ctypes.CDLL(str(local) if local.exists() else soname, mode=ctypes.RTLD_GLOBAL)
+        return ctypes.CDLL(str(local) if local.exists() else soname)
     except OSError as exc:
         raise RpcUnavailable(
             f"llama.cpp's RPC backend is not in this build ({soname}: {exc}); "

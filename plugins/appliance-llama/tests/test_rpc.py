@@ -169,6 +169,7 @@ def head(site: netns.Site, index: int, home: Path, workers: str) -> tuple[LiveBo
 
 
 @pytest.mark.slow
+@pytest.mark.root
 @pytest.mark.skipif(not rpc.available(), reason="this llama.cpp build has no RPC backend")
 @pytest.mark.skipif(netns.skip_reason() is not None, reason=str(netns.skip_reason()))
 def test_a_model_split_over_two_boxes_answers_as_one_box_does(tmp_path: Path) -> None:
