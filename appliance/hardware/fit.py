@@ -181,7 +181,7 @@ def choose(
         f"Profile {profile.id}: {profile.bandwidth_gbps:g} GB/s memory bandwidth, "
         f"efficiency {eta:.2f}, interactive floor {profile.chat_floor_tps:g} tok/s.",
         f"{gib(usable)} usable memory; {gib(profile.reserve_bytes)} reserved for the system; "
-        f"the embedder and Whisper stay resident, leaving {gib(max(chat_room, 0))} for chat"
+        f"the embedder and Whisper stay resident, leaving {gib(max(local_room, 0))} for chat"
         + (f" (the GPU has {gib(vram)})." if vram else "."),
     ]
     reasons += [f"{p.device}: {p.problem}; not counted." for p in pooled if p.problem]
