@@ -67,9 +67,10 @@ async def through_api(session: aiohttp.ClientSession, url: str, images: list[byt
 async def main() -> None:
     images = photos()
     local, served = [], []
+    env = {"APPLIANCE_CALIBRATE_AT_START": "false"}
     with tempfile.TemporaryDirectory() as home:
         async with (
-            serve_process(Path(home), "moderation", {"APPLIANCE_CALIBRATE_AT_START": "false"}) as url,
+            serve_process(Path(home), "moderation", env) as url,
             aiohttp.ClientSession() as session,
         ):
             await through_api(session, url, images[:1])  # load the classifier
