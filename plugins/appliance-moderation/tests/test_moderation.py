@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import time
 import urllib.error
@@ -14,6 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numpy as np
 import pytest
 from appliance_moderation.classifier import OpenNsfwClassifier
@@ -21,9 +23,18 @@ from appliance_moderation.images import MAX_FILE_BYTES, decode
 from appliance_moderation.policy import Answer, decide, parse_policy, parse_policy_toml
 from PIL import Image
 
-from appliance import BadRequest, ImageScores, ModelInfo, PayloadTooLarge
+from appliance import (
+    BadRequest,
+    ImageClassifier,
+    ImageInput,
+    ImageScores,
+    ModelInfo,
+    PayloadTooLarge,
+    hookimpl,
+)
 from appliance.models.catalog import load_catalog
 from appliance.models.store import ModelStore
+from tests.fixtures import ClientFactory, bearer, new_token
 from tests.live import CLI, TEST_MODELS, LiveBox, admin_token
 
 POLICY = """
@@ -254,3 +265,66 @@ def test_checks_policies_queue_and_decisions_on_a_live_box(tmp_path: Path) -> No
             assert len(scores) == 13 and all(0 <= v <= 1 for v in scores.values())
             assert isinstance(result.flagged, bool)
         assert moderated.model.startswith("policy:")
+
+
+class FailingClassifier(ImageClassifier):
+    def __init__(self) -> None:
+        self.info = ModelInfo(name="broken", family="test", parameters="", context_length=0)
+
+    def classify(self, images: list[ImageInput]) -> list[ImageScores]:
+        raise RuntimeError("the stage fell over")
+
+
+class Broken:
+    @hookimpl
+    def register_image_classifiers(self, register: Any, **_: Any) -> None:
+        register(FailingClassifier())
+
+
+async def test_a_failing_stage_marks_the_check_and_keeps_the_upload(
+    make_client: ClientFactory,
+) -> None:
+    client = await make_client(extra_plugins=(("broken", Broken()),), load_plugins=("moderation",))
+    headers = bearer(new_token(client, "admin"))
+    form = aiohttp.FormData()
+    form.add_field("file", png((9, 9, 9)), filename="kept.png")
+    response = await client.post("/appliance/moderation/checks", data=form, headers=headers)
+    assert response.status == 200, await response.text()
+    [check] = (await response.json())["data"]
+    assert check["status"] == "error" and "RuntimeError" in check["error"]
+    assert check["source"] == "kept.png" and check["sha256"]
+    response = await client.get(
+        f"/appliance/moderation/checks/{check['id']}/image", headers=headers
+    )
+    assert response.status == 200 and (await response.read()).startswith(b"\x89PNG")
+    queue = await (await client.get("/appliance/moderation/queue", headers=headers)).json()
+    assert check["id"] in [c["id"] for c in queue["data"]]
+
+
+def test_the_command_line_checks_files_and_folders(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "grey.png").write_bytes(png((128, 128, 128)))
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    env = {
+        **os.environ,
+        "APPLIANCE_HOME": str(tmp_path / "home"),
+        "APPLIANCE_MODELS_DIR": str(TEST_MODELS),
+        "APPLIANCE_LOAD_PLUGINS": "moderation",
+        "APPLIANCE_CALIBRATE_AT_START": "false",
+    }
+    done = subprocess.run(
+        [*CLI, "moderation", "check", str(folder), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    results = {Path(r["source"]).name: r for r in json.loads(done.stdout)}
+    assert results["grey.png"]["verdict"] == "pass"  # no policy questions: the scores decide
+    assert results["grey.png"]["scores"][0]["scores"]["nsfw"] < 0.2
+    assert (
+        results["broken.jpg"]["status"] == "error"
+        and "not an image" in (results["broken.jpg"]["error"])
+    )
