@@ -1,4 +1,5 @@
-"""Chat, completions and embeddings on llama.cpp for every catalog model in the store."""
+"""Chat, completions, embeddings and vision-language models on llama.cpp for every catalog model
+in the store; a chat model's layers split over llama.cpp RPC workers (`rpc_workers`)."""
 
 from __future__ import annotations
 
