@@ -5,6 +5,7 @@ review. What is uncertain waits for a person; every decision keeps its evidence.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -169,7 +170,7 @@ async def create_checks(request: web.Request) -> web.Response:
     files = folder_images(folder, MAX_BATCH)
     if not files:
         raise BadRequest(f"{folder} holds no images", param="path")
-    batch = f"bat_{digest(str(folder).encode() + str(id(files)).encode())[:20]}"
+    batch = f"bat_{uuid.uuid4().hex[:20]}"
     skipped = []
     for file in files:
         try:
@@ -179,10 +180,11 @@ async def create_checks(request: web.Request) -> web.Response:
             skipped.append({"path": str(file), "error": getattr(exc, "message", str(exc))})
             continue
         await checks.record(image, digest(data), actor.id, body.policy or "", batch)
+    if len(skipped) == len(files):
+        raise BadRequest(f"no image in {folder} could be read: {skipped[0]['error']}", param="path")
     checks.wake()
     _audit(request, "moderation.batch", batch, path=str(folder), files=len(files))
-    result = await checks.batch(batch) if len(skipped) < len(files) else {"id": batch}
-    return web.json_response({**result, "skipped": skipped}, status=202)
+    return web.json_response({**await checks.batch(batch), "skipped": skipped}, status=202)
 
 
 @routes.get("/checks/{id}")

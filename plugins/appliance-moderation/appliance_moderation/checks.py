@@ -328,7 +328,11 @@ class Checks:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            await self.run(pending[0]["id"])
+            try:
+                await self.run(pending[0]["id"])
+            except Exception:  # the line carries on; the check says what failed
+                log.exception("moderation batch check %s failed", pending[0]["id"])
+                await self._failed(pending[0]["id"], "the check failed; see the log")
 
     async def batch(self, batch_id: str) -> dict[str, Any]:
         rows = await self.where("batch = ?", [batch_id], limit=10_000)
