@@ -128,7 +128,7 @@ def _vision_models(appliance: Appliance) -> list[LlamaVisionModel]:
                 log.warning("%s is in the store without its projector; not served", stored.model.id)
                 continue
             info = _info(stored, min(VISION_CTX, stored.model.context or VISION_CTX))
-            info = replace(info, capabilities=("chat", "vision", "image-description"))
+            info = replace(info, capabilities=("chat", "vision"))
             paths = _pair_loader(appliance, stored, projector)
             found.append(
                 LlamaVisionModel(info, paths, info.context_length, appliance.settings.n_threads)

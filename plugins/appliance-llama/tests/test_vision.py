@@ -46,7 +46,7 @@ def vision_model(pair: tuple[Path, Path]) -> LlamaVisionModel:
         family="llama",
         parameters="3M",
         context_length=1024,
-        capabilities=("chat", "vision", "image-description"),
+        capabilities=("chat", "vision"),
     )
     return LlamaVisionModel(info, lambda: pair, 1024, 2)
 
