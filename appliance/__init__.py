@@ -63,7 +63,7 @@ from appliance.hardware.fit import PooledMemory  # noqa: E402
 from appliance.hardware.profiles import HardwareProfile  # noqa: E402
 from appliance.history.conversations import fts_quote, message_text  # noqa: E402
 from appliance.history.migrations import Migration, migration  # noqa: E402
-from appliance.http.middleware import read_json, require  # noqa: E402
+from appliance.http.middleware import read_json, require, track_change  # noqa: E402
 from appliance.http.multipart import Form, UploadedFile, read_form  # noqa: E402
 from appliance.http.validation import parse_body  # noqa: E402
 from appliance.keys import actor_of, appliance_of  # noqa: E402
@@ -132,4 +132,5 @@ __all__ = [
     "read_json",
     "require",
     "sha256_file",
+    "track_change",
 ]

@@ -5,6 +5,7 @@ review. What is uncertain waits for a person; every decision keeps its evidence.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -17,25 +18,25 @@ from pydantic import BaseModel, ConfigDict, Field
 from appliance import (
     Actor,
     Appliance,
+    ApplianceError,
     BadRequest,
-    Event,
     Forbidden,
     HardwareProfile,
     ImageClassifier,
     Migration,
     ModelInfo,
     StateKey,
-    actor_of,
     appliance_of,
     hookimpl,
     parse_body,
     read_form,
     read_json,
     require,
+    track_change,
 )
 from appliance_moderation.checks import Checks, create_tables
 from appliance_moderation.classifier import OpenNsfwClassifier
-from appliance_moderation.images import MAX_FILE_BYTES, decode, digest, folder_images
+from appliance_moderation.images import MAX_FILE_BYTES, decoded, folder_images, read_image
 from appliance_moderation.policy import parse_policy, parse_policy_toml
 from appliance_moderation.text import PolicyModerator
 
@@ -108,18 +109,6 @@ def lifespan(appliance: Appliance) -> Any:
     return _running(appliance)
 
 
-def _audit(request: web.Request, action: str, resource: str, **detail: Any) -> None:
-    appliance_of(request).track(
-        Event(
-            action,
-            actor=actor_of(request),
-            resource=resource,
-            address=request.remote or "",
-            detail=detail,
-        )
-    )
-
-
 def _confined(appliance: Appliance, path: Path) -> Path:
     """A folder to check must lie under ``rag_roots`` (as RAG collections do), never the home."""
     if not path.is_absolute() or ".." in path.parts:
@@ -158,32 +147,33 @@ async def create_checks(request: web.Request) -> web.Response:
             raise BadRequest(f"at most {MAX_UPLOADS} uploads; check a folder for more")
         policy = (form.fields.get("policy") or [""])[0] or None
         await checks.policy(policy)  # an unknown policy is refused before anything is kept
-        images = [(decode(f.data, f.filename or f.name), digest(f.data)) for f in form.files]
+        images = [  # decoding is CPU work: off the event loop
+            await asyncio.to_thread(decoded, f.data, f.filename or f.name) for f in form.files
+        ]
         ids = [await checks.record(i, d, actor.id, policy or "") for i, d in images]
         results = [await checks.run(check_id) for check_id in ids]
         for result in results:
-            _audit(request, "moderation.check", result["id"], verdict=result["verdict"])
+            track_change(request, "moderation.check", result["id"], verdict=result["verdict"])
         return web.json_response({"object": "list", "data": results})
     body = parse_body(FolderBody, await read_json(request))
     folder = _confined(appliance, body.path)
     await checks.policy(body.policy)
-    files = folder_images(folder, MAX_BATCH)
+    files = await asyncio.to_thread(folder_images, folder, MAX_BATCH)
     if not files:
         raise BadRequest(f"{folder} holds no images", param="path")
     batch = f"bat_{uuid.uuid4().hex[:20]}"
     skipped = []
     for file in files:
         try:
-            data = file.read_bytes()
-            image = decode(data, str(file))
-        except (BadRequest, OSError) as exc:
+            image, sha = await asyncio.to_thread(read_image, file)
+        except (ApplianceError, OSError) as exc:
             skipped.append({"path": str(file), "error": getattr(exc, "message", str(exc))})
             continue
-        await checks.record(image, digest(data), actor.id, body.policy or "", batch)
+        await checks.record(image, sha, actor.id, body.policy or "", batch)
     if len(skipped) == len(files):
         raise BadRequest(f"no image in {folder} could be read: {skipped[0]['error']}", param="path")
     checks.wake()
-    _audit(request, "moderation.batch", batch, path=str(folder), files=len(files))
+    track_change(request, "moderation.batch", batch, path=str(folder), files=len(files))
     return web.json_response({**await checks.batch(batch), "skipped": skipped}, status=202)
 
 
@@ -233,7 +223,7 @@ async def decision(request: web.Request) -> web.Response:
     checks = checks_of(appliance_of(request))
     check_id = request.match_info["id"]
     await checks.decide_by_person(check_id, body.verdict, actor.id, body.note)
-    _audit(request, "moderation.decision", check_id, verdict=body.verdict, note=body.note)
+    track_change(request, "moderation.decision", check_id, verdict=body.verdict, note=body.note)
     return web.json_response(await checks.get(check_id))
 
 
@@ -266,7 +256,7 @@ async def put_policy(request: web.Request) -> web.Response:
     if policy.name != name:
         raise BadRequest(f"the policy is named {policy.name!r}, not {name!r}", param="name")
     await checks_of(appliance_of(request)).save_policy(policy)
-    _audit(request, "moderation.policy_saved", name, questions=len(policy.questions))
+    track_change(request, "moderation.policy_saved", name, questions=len(policy.questions))
     return web.json_response(policy.public())
 
 
@@ -276,7 +266,7 @@ async def delete_policy(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if not await checks_of(appliance_of(request)).delete_policy(name):
         raise BadRequest(f"no moderation policy named {name!r}", param="name")
-    _audit(request, "moderation.policy_deleted", name)
+    track_change(request, "moderation.policy_deleted", name)
     return web.json_response({"deleted": name})
 
 

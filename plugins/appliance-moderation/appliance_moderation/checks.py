@@ -161,8 +161,7 @@ class Checks:
     ) -> str:
         """Keep the upload (row and pixels) before any stage runs; return its id."""
         check_id = f"chk_{uuid.uuid4().hex[:20]}"
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / f"{check_id}.png").write_bytes(image.png)
+        await asyncio.to_thread(self._keep_pixels, check_id, image.png)
         row = {
             "id": check_id,
             "batch": batch,
@@ -177,6 +176,10 @@ class Checks:
         }
         await self.appliance.db.write(lambda db: db.table(CHECKS).insert(row))
         return check_id
+
+    def _keep_pixels(self, check_id: str, png: bytes) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"{check_id}.png").write_bytes(png)
 
     async def get(self, check_id: str) -> dict[str, Any]:
         rows = await self.appliance.db.read(
@@ -207,8 +210,8 @@ class Checks:
         )
 
     # The pipeline.
-    def image_of(self, check_id: str, row: dict[str, Any]) -> ImageInput:
-        png = (self.folder / f"{check_id}.png").read_bytes()
+    async def image_of(self, check_id: str, row: dict[str, Any]) -> ImageInput:
+        png = await asyncio.to_thread((self.folder / f"{check_id}.png").read_bytes)
         return ImageInput(png, int(row["width"]), int(row["height"]), str(row["source"]))
 
     async def run(self, check_id: str) -> dict[str, Any]:
@@ -216,7 +219,7 @@ class Checks:
         await self._update(check_id, status="running")
         try:
             policy = await self.policy(row["policy"])
-            image = self.image_of(check_id, row)
+            image = await self.image_of(check_id, row)
             scores = await self._classify(image)
             description = await self._describe(image)
             answers = await self._answer(policy, description, scores, row["owner"])

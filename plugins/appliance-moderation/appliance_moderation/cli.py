@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from appliance import ApplianceError, opened
-from appliance_moderation.images import SUFFIXES, decode, digest
+from appliance_moderation.images import SUFFIXES, read_image
 
 
 @click.group("moderation")
@@ -40,12 +40,11 @@ def check(paths: tuple[Path, ...], policy: str | None, as_json: bool) -> None:
             results = []
             for file in files:
                 try:
-                    data = file.read_bytes()
-                    image = decode(data, str(file))
+                    image, sha = read_image(file)
                 except ApplianceError as exc:
                     results.append({"source": str(file), "status": "error", "error": exc.message})
                     continue
-                check_id = await checks.record(image, digest(data), "cli", policy or "")
+                check_id = await checks.record(image, sha, "cli", policy or "")
                 results.append(await checks.run(check_id))
             appliance.scheduler.shutdown()
             return results

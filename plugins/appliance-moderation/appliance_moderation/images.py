@@ -57,6 +57,15 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def decoded(data: bytes, source: str) -> tuple[ImageInput, str]:
+    """The image and the sha256 of the bytes it came from."""
+    return decode(data, source), digest(data)
+
+
+def read_image(path: Path) -> tuple[ImageInput, str]:
+    return decoded(path.read_bytes(), str(path))
+
+
 def folder_images(folder: Path, limit: int) -> list[Path]:
     """The image files under ``folder`` (by suffix), sorted, at most ``limit``."""
     found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())

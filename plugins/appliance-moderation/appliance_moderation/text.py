@@ -31,6 +31,9 @@ SYSTEM = (
 )
 
 
+QUESTIONS = [Question(id=c.replace("/", "."), text=q) for c, q in CATEGORY_QUESTIONS.items()]
+
+
 def score(answer: Answer) -> float:
     if answer.answer == "yes":
         return answer.confidence
@@ -53,12 +56,8 @@ class PolicyModerator(TextModerator):
 
     async def _one(self, text: str, caller: str) -> ModerationResult:
         context = f"The text to check:\n<<<\n{text}\n>>>"
-        questions = [
-            Question(id=category.replace("/", "."), text=question)
-            for category, question in CATEGORY_QUESTIONS.items()
-        ]
         answers = await asyncio.gather(
-            *(self.checks.ask(q, context, caller, SYSTEM) for q in questions)
+            *(self.checks.ask(q, context, caller, SYSTEM) for q in QUESTIONS)
         )
         scores = {c: score(a) for c, a in zip(CATEGORY_QUESTIONS, answers, strict=True)}
         flags = {
