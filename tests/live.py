@@ -103,14 +103,19 @@ class LiveBox:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Ask a box still running to shut down (SIGTERM) and wait for it."""
         if self.proc is not None and self.proc.poll() is None:
             self.kill(signal.SIGTERM)
 
 
-def admin_token(home: Path) -> str:
-    """An admin token made with the CLI before the box starts (so the box requires tokens)."""
+def admin_token(home: Path, role: str = "admin") -> str:
+    """A token (admin by default) made with the CLI before the box starts (so the box requires
+    tokens)."""
     made = subprocess.run(
-        [*CLI, "tokens", "create", "--role", "admin", "--home", str(home)],
+        [*CLI, "tokens", "create", "--role", role, "--home", str(home)],
         capture_output=True,
         text=True,
         check=True,

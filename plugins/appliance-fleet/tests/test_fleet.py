@@ -157,8 +157,7 @@ def test_a_fleet_shares_its_models_and_survives_a_peer_leaving(tmp_path: Path) -
             assert KEY not in log and OTHER_KEY not in log
     finally:
         for each in (a, b, c):
-            if each.proc is not None and each.proc.poll() is None:
-                each.kill(signal.SIGTERM)
+            each.stop()
 
 
 def test_a_peer_over_https_is_pinned_to_the_certificate_its_proof_names(tmp_path: Path) -> None:
@@ -181,8 +180,7 @@ def test_a_peer_over_https_is_pinned_to_the_certificate_its_proof_names(tmp_path
         assert len(vectors["data"][0]["embedding"]) > 0
     finally:
         for each in (a, b):
-            if each.proc is not None and each.proc.poll() is None:
-                each.kill(signal.SIGTERM)
+            each.stop()
 
 
 def test_a_proof_relayed_through_another_certificate_is_refused() -> None:

@@ -173,5 +173,4 @@ def test_a_site_of_boxes_shares_a_real_model_and_survives_one_being_killed(
                 assert KEY not in log and OTHER_KEY not in log
         finally:
             for each in (a, b, c):
-                if each.proc is not None and each.proc.poll() is None:
-                    each.kill(signal.SIGTERM)
+                each.stop()

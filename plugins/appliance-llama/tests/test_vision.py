@@ -122,6 +122,11 @@ async def test_images_reach_the_model_on_both_apis_and_in_moderation(
     response = await client.post("/api/chat", json=ollama, headers=headers)
     assert response.status == 200, await response.text()
     assert (await response.json())["done"] is True
+    generate = {"model": "tiny-vlm", "prompt": "What is it?", "images": [b64], "stream": False}
+    generate["options"] = {"num_predict": 6, "temperature": 0}
+    response = await client.post("/api/generate", json=generate, headers=headers)
+    assert response.status == 200, await response.text()
+    assert (await response.json())["prompt_eval_count"] > 4  # the image's tokens were read
 
     remote = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
     body["messages"] = [{"role": "user", "content": [remote]}]

@@ -179,21 +179,11 @@ def upload(url: str, token: str, files: list[tuple[str, bytes]], **fields: str) 
     return call(url, "/appliance/moderation/checks", token, raw=body, ctype=ctype)
 
 
-def user_token(home: Path) -> str:
-    made = subprocess.run(
-        [*CLI, "tokens", "create", "--role", "user", "--home", str(home)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return made.stdout.strip().splitlines()[-1]
-
-
 @pytest.mark.slow
 def test_checks_policies_queue_and_decisions_on_a_live_box(tmp_path: Path) -> None:
     home, share = tmp_path / "home", tmp_path / "share"
     admin = admin_token(home)
-    user = user_token(home)
+    user = admin_token(home, role="user")
     share.mkdir()
     for i in range(3):
         (share / f"photo-{i}.png").write_bytes(png((40 * i, 90, 160)))
