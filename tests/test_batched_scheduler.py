@@ -217,6 +217,90 @@ async def test_keep_alive_forever_or_huge_never_kills_the_worker() -> None:
         scheduler.shutdown()
 
 
+@dataclass(eq=False)
+class AsideCounter(Counter):
+    """A Counter whose requests may be prepared beside a running step, and that records the
+    interruptions asked of it (it ends the held step when asked)."""
+
+    prepare_delay: float = 0.0
+    prepared_while_stepping: list[str] = field(default_factory=list)
+    interrupted: list[str] = field(default_factory=list)
+    unloaded_during_prepare: bool = False
+    stepping: threading.Event = field(default_factory=threading.Event)
+
+    prepares_while_stepping = True
+
+    def prepare(self, request: GenerationRequest) -> Seq:
+        sequence = super().prepare(request)
+        time.sleep(self.prepare_delay)
+        if not self._loaded:
+            self.unloaded_during_prepare = True
+        if self.stepping.is_set():
+            self.prepared_while_stepping.append(sequence.tag)
+        return sequence
+
+    def step(self, sequences: Sequence[Seq]) -> list[tuple[Any, GenerationChunk | Exception]]:
+        self.stepping.set()
+        try:
+            return super().step(sequences)
+        finally:
+            self.stepping.clear()
+
+    def interrupt(self, sequence: Any) -> bool:
+        self.interrupted.append(sequence.tag)
+        self.gate.set()
+        return True
+
+
+async def test_a_new_request_is_prepared_beside_the_running_step_and_may_cut_it_short() -> None:
+    model = AsideCounter(n_slots=2)
+    scheduler = Scheduler()
+    try:
+        model.gate.clear()  # a step is held until the model is asked to cut it short
+        first = await scheduler.generate(model, ask("a", 4))
+        await asyncio.sleep(0.1)
+        assert model.stepping.is_set()
+        second = await asyncio.wait_for(scheduler.generate(model, ask("b", 2)), 3)
+        assert model.prepared_while_stepping == ["b"]
+        assert model.interrupted == ["b"], "a prepared request with a free slot asks for its turn"
+        assert "".join([c.text async for c in second]) == "b1 b2 "
+        assert "".join([c.text async for c in first]) == "a1 a2 a3 a4 "
+    finally:
+        scheduler.shutdown()
+
+
+async def test_no_interruption_without_a_free_slot() -> None:
+    model = AsideCounter(n_slots=1, delay=0.05)
+    scheduler = Scheduler()
+    try:
+        first = await scheduler.generate(model, ask("a", 6))
+        await first.__anext__()
+        second = await scheduler.generate(model, ask("b", 1))
+        assert model.interrupted == []
+        assert "".join([c.text async for c in second]) == "b1 "
+        assert "".join([c.text async for c in first]) == "a2 a3 a4 a5 a6 "
+    finally:
+        scheduler.shutdown()
+
+
+async def test_the_keep_alive_does_not_unload_a_model_while_a_request_is_prepared() -> None:
+    model = AsideCounter(n_slots=1, prepare_delay=0.4)
+    scheduler = Scheduler(keep_alive_s=0.05)
+    try:
+        model.prepare_delay = 0.0
+        assert await text_of(scheduler, model, ask("warm", 1)) == "warm1 "
+        model.prepare_delay = 0.4  # longer than the keep-alive left
+        assert await text_of(scheduler, model, ask("slow", 2)) == "slow1 slow2 "
+        assert not model.unloaded_during_prepare
+        for _ in range(50):  # and the keep-alive still ends it afterwards
+            if not model.loaded:
+                break
+            await asyncio.sleep(0.02)
+        assert not model.loaded
+    finally:
+        scheduler.shutdown()
+
+
 def test_fair_queue_takes_callers_in_turn() -> None:
     line: FairQueue[str] = FairQueue()
     for item in ("a1", "a2", "a3"):

@@ -164,11 +164,23 @@ class ChatModel(LoadableModel):
 class BatchedChatModel(ChatModel):
     """A model the scheduler drives step by step, many sequences in one engine call.
 
-    All methods run on the model's own worker thread. A *sequence* is whatever object the
+    All methods run on the model's own worker thread, except ``prepare`` where
+    ``prepares_while_stepping`` says so, and ``interrupt``. A *sequence* is whatever object the
     engine uses for one request; the scheduler only holds on to it.
     """
 
     driving: ClassVar[Driving] = "batched"
+    prepares_while_stepping: ClassVar[bool] = False
+    """True when ``prepare`` may run on another thread while the loaded model steps (it only
+    reads what loading set up): the scheduler then prepares new requests beside the running
+    step, so nobody's next token waits for a template, and the model is not unloaded meanwhile."""
+
+    def interrupt(self, sequence: Any) -> bool:
+        """``sequence`` was just prepared and could take a free slot, but a step is running.
+        Called from another thread: end that step early where this serves the newcomer (the
+        interrupted step produces nothing and loses nothing; its sequences carry on in the next
+        one). Return whether the step was interrupted. By default steps run to their end."""
+        return False
 
     @property
     @abstractmethod

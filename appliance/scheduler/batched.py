@@ -4,6 +4,11 @@ Each loop iteration runs the control messages that arrived (prepare a request, l
 retires sequences whose client left, admits waiting sequences into free slots (callers in turn),
 then makes one engine call (``step``) over every admitted sequence. A failing step fails the
 sequences in it with a clear error and the worker carries on; nothing is left hanging.
+
+While the model is loaded, a model that allows it has new requests prepared on a thread of their
+own beside the running step (templates and tokenizing cost milliseconds, which would otherwise
+delay every reader's next token); a prepared request that could take a free slot then asks the
+model to cut the running step short (:meth:`BatchedChatModel.interrupt`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from appliance.scheduler.ticket import END, Ticket, emit_all, expiry, load_if_ne
 
 log = logging.getLogger(__name__)
 _STOP = object()
+_WAKE = object()
 
 
 @dataclass(eq=False)
@@ -44,7 +50,12 @@ class BatchWorker:
         self.active: list[SequenceTicket] = []
         self._inbox: queue.Queue[Any] = queue.Queue()
         self._reserved = 0
+        self._preparing = 0
+        """Requests being prepared beside the worker; the model stays loaded meanwhile."""
+        self._unloading = False
+        self._stopping = False
         self._lock = threading.Lock()
+        self._aside: queue.Queue[Callable[[], None]] | None = None
         self.loads: Counter[str] | None = None
         self._thread = threading.Thread(target=self._run, name=f"batch:{model.name}", daemon=True)
         self._thread.start()
@@ -74,7 +85,17 @@ class BatchWorker:
                     "retry shortly"
                 )
             self._reserved += 1
-        self._inbox.put(lambda: self._prepare(ticket, ready))
+            aside = (
+                self.model.prepares_while_stepping
+                and self.model.loaded
+                and not (self._unloading or self._stopping)
+            )
+            if aside:
+                self._preparing += 1
+        if aside:
+            self._preparer().put(lambda: self._prepare_aside(ticket, ready))
+        else:
+            self._inbox.put(lambda: self._prepare(ticket, ready))
 
     def call(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the worker thread between steps."""
@@ -87,8 +108,54 @@ class BatchWorker:
     def stop(self, wait: bool = True) -> None:
         self.expires_at = 0.0
         self._inbox.put(_STOP)
+        if self._aside is not None:
+            self._aside.put(_STOP)  # type: ignore[arg-type]
         if wait:
             self._thread.join(timeout=30)
+
+    # The preparing thread (started with the first request prepared aside).
+    def _preparer(self) -> queue.Queue[Callable[[], None]]:
+        with self._lock:
+            if self._aside is None:
+                self._aside = queue.Queue()
+                threading.Thread(
+                    target=self._prepare_loop,
+                    args=(self._aside,),
+                    name=f"prepare:{self.model.name}",
+                    daemon=True,
+                ).start()
+            return self._aside
+
+    def _prepare_loop(self, jobs: queue.Queue[Any]) -> None:
+        while (job := jobs.get()) is not _STOP:
+            job()
+
+    def _prepare_aside(
+        self, ticket: SequenceTicket, ready: Callable[[BaseException | None], None]
+    ) -> None:
+        error: BaseException | None = None
+        could_start = False
+        try:
+            if ticket.cancelled:
+                raise ApplianceError("the client went away", status=499)
+            assert ticket.request is not None
+            ticket.sequence = self.model.prepare(ticket.request)
+        except BaseException as exc:
+            if not isinstance(exc, ApplianceError):
+                log.exception("preparing a request for %s failed", self.model.name)
+            error = exc
+        with self._lock:
+            self._reserved -= 1
+            self._preparing -= 1
+            if error is None and self._stopping:
+                error = ApplianceError("the box is shutting down", status=503)
+            if error is None:
+                self.pending.push(ticket.caller, ticket)
+                could_start = self.pending.peek() is ticket and len(self.active) < self.model.slots
+        self._inbox.put(_WAKE)  # the worker may be waiting idle, or waiting to unload
+        ready(error)
+        if error is None and could_start:
+            self.model.interrupt(ticket.sequence)
 
     # The worker thread.
     def _prepare(
@@ -119,17 +186,20 @@ class BatchWorker:
         while True:
             idle = not self.active and not len(self.pending)
             try:
-                timeout = (wait_for(self.expires_at) if self.model.loaded else None) if idle else 0
+                # While requests are prepared aside, the keep-alive cannot end the model: wait
+                # for the message each of them sends when done.
+                expiring = self.model.loaded and not self._preparing
+                timeout = (wait_for(self.expires_at) if expiring else None) if idle else 0
                 message = self._inbox.get(timeout=timeout) if idle else self._inbox.get_nowait()
             except queue.Empty:
                 message = None
             if message is _STOP:
-                self._fail_all(ApplianceError("the box is shutting down", status=503))
-                self._unload()
+                self._shut_down()
                 return
             try:
                 if message is not None:
-                    message()
+                    if message is not _WAKE:
+                        message()
                     self._drain_inbox()
                 self._retire_cancelled()
                 self._admit()
@@ -155,7 +225,8 @@ class BatchWorker:
             if message is _STOP:
                 self._inbox.put(_STOP)
                 return
-            message()
+            if message is not _WAKE:
+                message()
 
     def _retire_cancelled(self) -> None:
         for ticket in [t for t in self.active if t.cancelled]:
@@ -231,12 +302,26 @@ class BatchWorker:
                 log.exception("releasing a sequence of %s failed", self.model.name)
         emit_all([item for t in tickets for item in ((t, error), (t, END))])
 
+    def _shut_down(self) -> None:
+        with self._lock:
+            self._stopping = True
+        self._fail_all(ApplianceError("the box is shutting down", status=503))
+        deadline = time.monotonic() + 10
+        while self._preparing and time.monotonic() < deadline:
+            time.sleep(0.01)  # a preparation in flight reads the model; it ends in milliseconds
+        self._unload()
+
     def _unload(self) -> None:
-        if not self.model.loaded:
-            return
+        with self._lock:
+            if not self.model.loaded or self._preparing:
+                return  # a request being prepared aside needs the model; it wakes us when done
+            self._unloading = True
         self.expires_at = math.inf  # not retried until the next request sets a keep-alive
         try:
             self.model.unload()
             log.info("unloaded model %s", self.model.name)
         except Exception:
             log.exception("unloading %s failed", self.model.name)
+        finally:
+            with self._lock:
+                self._unloading = False

@@ -35,6 +35,7 @@ __all__ = ["LlamaChatModel", "parse_tool_calls"]
 
 class LlamaChatModel(BatchedChatModel):
     calls_tools = True  # natively where the template has tools, by a grammar otherwise
+    prepares_while_stepping = True  # templates, tokenizer and grammars only read the model
 
     def __init__(
         self,
@@ -219,6 +220,10 @@ class LlamaChatModel(BatchedChatModel):
     def step(self, sequences: Seq[Sequence]) -> list[tuple[Any, GenerationChunk | Exception]]:
         assert self.engine is not None
         return list(self.engine.step(sequences))
+
+    def interrupt(self, sequence: Sequence) -> bool:
+        engine = self.engine
+        return engine is not None and engine.interrupt_for(sequence)
 
     def release(self, sequence: Sequence, cancelled: bool) -> None:
         if self.engine is not None:

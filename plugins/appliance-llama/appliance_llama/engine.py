@@ -6,6 +6,11 @@ may use the whole pool while the others are idle). Every :meth:`LlamaEngine.step
 admitted sequences in bounded chunks (so a long new prompt never stalls people already reading an
 answer). Logits are requested only for rows that sample. A new sequence takes the free slot whose
 cached tokens share the longest prefix with its prompt and keeps that prefix.
+
+A short prompt that arrives while a step of decode rows runs cuts that step short when less than
+half of it is done (:meth:`LlamaEngine.interrupt_for`): the prompt is read at once, and the
+readers' rows are decoded again in the next step; at most half a step is lost, never twice in a
+row for the same readers.
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ from __future__ import annotations
 import ctypes
 import logging
 import math
+import re
+import threading
 import time
 from collections.abc import Sequence as Seq
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +30,11 @@ import numpy as np
 from llama_cpp import _internals as internals
 
 from appliance import ApplianceError, BadRequest, GenerationChunk, Overloaded
+from appliance_llama.interrupt import ABORTED, StepInterrupt
 from appliance_llama.rpc import Split
 from appliance_llama.sampling import build_chain, free_chain
 from appliance_llama.sequence import Sequence
+from appliance_llama.slots import Slots, common_prefix
 
 log = logging.getLogger(__name__)
 N_BATCH = 512
@@ -41,32 +49,23 @@ Output = tuple[Sequence, GenerationChunk | ApplianceError]
 GGML_LOG_LEVEL_ERROR = 4
 
 
+# What llama.cpp says of a step that StepInterrupt cut short: expected, so not an error here.
+# (GGML_STATUS_ABORTED is 1, llama_decode's "aborted" 2.)
+_INTERRUPTED_STEP = re.compile(
+    r"((failed with error|compute status:) 1|failed to decode, ret = 2)$"
+)
+
+
 @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
 def _llama_log(level: int, text: bytes, user_data: Any) -> None:
     """llama.cpp's errors go to our log; the rest (load chatter, warnings) is dropped."""
     if level == GGML_LOG_LEVEL_ERROR:
-        log.error("llama.cpp: %s", text.decode("utf-8", errors="replace").rstrip())
+        line = text.decode("utf-8", errors="replace").rstrip()
+        if not _INTERRUPTED_STEP.search(line):
+            log.error("llama.cpp: %s", line)
 
 
 llama_cpp.llama_log_set(_llama_log, ctypes.c_void_p(0))
-
-
-@dataclass(eq=False)
-class Slot:
-    id: int
-    tokens: list[int] = field(default_factory=list)
-    """Tokens whose keys and values are in the cache for this slot's sequence id."""
-    sequence: Sequence | None = None
-    last_used: float = 0.0
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def split_params(params: Any, split: Split) -> list[Any]:
@@ -93,6 +92,7 @@ class LlamaEngine:
         embeddings: bool = False,
         n_batch: int = N_BATCH,
         split: Split | None = None,
+        parked_budget: int | None = None,
     ) -> None:
         model_params = llama_cpp.llama_model_default_params()
         keep: list[Any] = []
@@ -119,10 +119,25 @@ class LlamaEngine:
         self.n_batch = n_batch
         self.pool_tokens = llama_cpp.llama_n_ctx(self.ctx)
         self.batch = internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
-        self.slots = [Slot(i) for i in range(slots)]
+        # One slot's context of parked caches by default, as the hardware choice counts them.
+        default_budget = self.pool_tokens // slots if slots > 1 else 0
+        budget = parked_budget if parked_budget is not None else default_budget
+        self.caches = Slots(self.ctx, self.memory, slots, budget)
+        self.slots = self.caches.all
         self._piece = ctypes.create_string_buffer(256)
         self.row_s = 0.0
         """Seconds one batch row costs in a step with prompt rows (moving average)."""
+        self.decode_s = 0.0
+        """Seconds a step of decode rows only takes (moving average)."""
+        # Layers on other boxes (RPC) run outside the callback's reach: no interrupting there.
+        self._interrupt = StepInterrupt(self.ctx) if split is None else None
+        self._step_lock = threading.Lock()
+        self._interruptible_since: float | None = None
+        """When the running step (decode rows only) began, while it may be cut short."""
+        self._read_alone = False
+        """Whether the last step read a prompt while the others waited."""
+        self.interrupted = 0
+        """Steps cut short for a newcomer since load."""
 
     def close(self) -> None:
         for slot in self.slots:
@@ -157,18 +172,13 @@ class LlamaEngine:
 
     # Slots.
     def busy(self) -> int:
-        return sum(1 for slot in self.slots if slot.sequence is not None)
+        return self.caches.busy()
 
     def admit(self, sequence: Sequence) -> bool:
-        free = [slot for slot in self.slots if slot.sequence is None]
-        if not free:
+        taken = self.caches.take(sequence.prompt)
+        if taken is None:
             return False
-        slot = max(free, key=lambda s: (common_prefix(s.tokens, sequence.prompt), -s.last_used))
-        keep = min(common_prefix(slot.tokens, sequence.prompt), len(sequence.prompt) - 1)
-        if not llama_cpp.llama_memory_seq_rm(self.memory, slot.id, keep, -1):
-            llama_cpp.llama_memory_seq_rm(self.memory, slot.id, -1, -1)
-            keep = 0
-        del slot.tokens[keep:]
+        slot, keep = taken
         sequence.n_past = keep
         sequence.slot = slot
         sequence.sampler = build_chain(
@@ -181,18 +191,11 @@ class LlamaEngine:
     def release(self, sequence: Sequence, cancelled: bool) -> None:
         free_chain(sequence.sampler)
         sequence.sampler = None
-        slot: Slot | None = sequence.slot
+        slot = sequence.slot
         if slot is None:
             return
         sequence.slot = None
-        slot.sequence = None
-        slot.last_used = time.monotonic()
-        if cancelled or not sequence.finished:
-            self._forget(slot)
-
-    def _forget(self, slot: Slot) -> None:
-        llama_cpp.llama_memory_seq_rm(self.memory, slot.id, -1, -1)
-        slot.tokens.clear()
+        self.caches.give_back(slot, keep_cache=sequence.finished and not cancelled)
 
     def put_row(self, row: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
         """Row ``row`` of the batch: ``token`` at ``pos`` of sequence ``seq_id``."""
@@ -210,23 +213,29 @@ class LlamaEngine:
         with_prefill = True
         while live:
             rows, prefill, decoded = self._fill(live, with_prefill)
-            started = time.perf_counter()
+            started = self._begin(interruptible=not prefill and not self._read_alone)
             status = llama_cpp.llama_decode(self.ctx, self.batch.batch)
+            elapsed = self._end(started)
             if status == 0:
                 if prefill:
-                    cost = (time.perf_counter() - started) / self.batch.batch.n_tokens
+                    cost = elapsed / self.batch.batch.n_tokens
                     self.row_s = cost if not self.row_s else 0.7 * self.row_s + 0.3 * cost
+                else:
+                    self.decode_s = (
+                        elapsed if not self.decode_s else 0.8 * self.decode_s + 0.2 * elapsed
+                    )
+                self._read_alone = bool(prefill) and not decoded
                 self._advance(decoded, prefill)
                 outputs += self._sample(rows)
                 return outputs
+            if status == ABORTED:  # cut short for a newcomer; llama.cpp dropped this batch's cells
+                self.interrupted += 1
+                return outputs
             if status != 1:
                 raise RuntimeError(f"llama_decode failed with status {status}")
-            # No room in the KV pool: drop idle caches, then defer prompts, then fail the
+            # No room in the KV pool: park idle caches, then defer prompts, then fail the
             # longest sequence; never touch another sequence's cells.
-            idle = [s for s in self.slots if s.sequence is None and s.tokens]
-            if idle:
-                for slot in idle:
-                    self._forget(slot)
+            if self.caches.make_room():
                 continue
             if with_prefill and prefill and any(not s.prefilling for s in live):
                 with_prefill = False
@@ -234,9 +243,45 @@ class LlamaEngine:
             victim = max(live, key=lambda s: s.n_past + len(s.prompt))
             live.remove(victim)
             victim.finished = True
-            self._forget(victim.slot)  # its cells make room for the others in the retry
+            self.caches.forget(victim.slot)  # its cells make room for the others in the retry
             outputs.append((victim, Overloaded("the box's context memory is full; retry shortly")))
         return outputs
+
+    # Cutting a step short (the only methods called from another thread).
+    def _begin(self, interruptible: bool) -> float:
+        started = time.perf_counter()
+        with self._step_lock:
+            if self._interrupt is not None:
+                self._interrupt.clear()
+                if interruptible and self._interrupt.available:
+                    self._interruptible_since = started
+        return started
+
+    def _end(self, started: float) -> float:
+        with self._step_lock:
+            self._interruptible_since = None
+        return time.perf_counter() - started
+
+    def interrupt_for(self, sequence: Sequence) -> bool:
+        """Cut the running step short for ``sequence`` when that pays: the step decodes rows
+        only, less than half of it is done, a slot is free, and the new prompt (past the best
+        cached prefix) would be read in one step."""
+        with self._step_lock:
+            since = self._interruptible_since
+            if since is None or self._interrupt is None or not self.decode_s:
+                return False
+            if time.perf_counter() - since > self.decode_s / 2:
+                return False
+            # Nothing below races the worker: it is inside llama_decode until the lock is free.
+            free = self.caches.free()
+            if not free:
+                return False
+            cached = max(common_prefix(slot.tokens, sequence.prompt) for slot in free)
+            if len(sequence.prompt) - cached > self._prefill_budget(len(self.slots) - len(free)):
+                return False
+            self._interrupt.set()
+            self._interruptible_since = None
+            return True
 
     def _fill(
         self, sequences: list[Sequence], with_prefill: bool

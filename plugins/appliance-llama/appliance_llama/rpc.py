@@ -53,7 +53,7 @@ def _library(soname: str) -> ctypes.CDLL:
 
 
 @functools.cache
-def _ggml() -> ctypes.CDLL:
+def ggml_base() -> ctypes.CDLL:
     lib = _library("libggml-base.so.0")
     void_p, size_p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t)
     lib.ggml_backend_dev_memory.argtypes = [void_p, size_p, size_p]
@@ -162,7 +162,7 @@ class RpcDevice:
 
 def _memory(device: int) -> tuple[int, int]:
     free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
-    _ggml().ggml_backend_dev_memory(device, ctypes.byref(free), ctypes.byref(total))
+    ggml_base().ggml_backend_dev_memory(device, ctypes.byref(free), ctypes.byref(total))
     return free.value, total.value
 
 
@@ -172,8 +172,8 @@ def _devices_of(endpoint: str) -> tuple[int, ...]:
     registry = _rpc().ggml_backend_rpc_add_server(endpoint.encode())
     if not registry:
         return ()
-    count = _ggml().ggml_backend_reg_dev_count(registry)
-    return tuple(_ggml().ggml_backend_reg_dev_get(registry, i) for i in range(count))
+    count = ggml_base().ggml_backend_reg_dev_count(registry)
+    return tuple(ggml_base().ggml_backend_reg_dev_get(registry, i) for i in range(count))
 
 
 def connect(endpoints: list[str]) -> tuple[list[RpcDevice], list[str]]:
@@ -201,8 +201,8 @@ def local_devices() -> list[RpcDevice]:
     found = []
     for i in range(registry.ggml_backend_dev_count()):
         handle = registry.ggml_backend_dev_get(i)
-        if _ggml().ggml_backend_dev_type(handle) in DEVICE_TYPES_GPU:
-            name = (_ggml().ggml_backend_dev_name(handle) or b"gpu").decode().lower()
+        if ggml_base().ggml_backend_dev_type(handle) in DEVICE_TYPES_GPU:
+            name = (ggml_base().ggml_backend_dev_name(handle) or b"gpu").decode().lower()
             if not name.startswith("rpc"):
                 found.append(RpcDevice(name, handle, *_memory(handle), local=True))
     return found
