@@ -78,6 +78,8 @@ class BatchWorker:
         a slot, or with the error that refuses it. Raises ``Overloaded`` when the line is full:
         the box holds ``slots + queue_size`` requests, however fast they arrive."""
         with self._lock:
+            if self._stopping:
+                raise ApplianceError("the box is shutting down", status=503)
             free_slots = max(0, self.model.slots - len(self.active))
             if len(self.pending) + self._reserved >= self.queue_size + free_slots:
                 raise Overloaded(
@@ -107,6 +109,8 @@ class BatchWorker:
 
     def stop(self, wait: bool = True) -> None:
         self.expires_at = 0.0
+        with self._lock:  # from now on requests are refused, none is left unanswered
+            self._stopping = True
         self._inbox.put(_STOP)
         if self._aside is not None:
             self._aside.put(_STOP)  # type: ignore[arg-type]
