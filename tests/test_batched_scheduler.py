@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from appliance import (
+    ApplianceError,
     AsyncChatModel,
     BadRequest,
     BatchedChatModel,
@@ -27,6 +28,7 @@ from appliance import (
 )
 from appliance.capabilities.chat import SamplingOptions
 from appliance.scheduler import Scheduler
+from appliance.scheduler.batched import BatchWorker, SequenceTicket
 from appliance.scheduler.fair import FairQueue
 from tests.fixtures import ClientFactory
 
@@ -299,6 +301,20 @@ async def test_the_keep_alive_does_not_unload_a_model_while_a_request_is_prepare
         assert not model.loaded
     finally:
         scheduler.shutdown()
+
+
+async def test_a_stopped_worker_refuses_new_requests_clearly() -> None:
+    model = AsideCounter(n_slots=1)
+    scheduler = Scheduler()
+    assert await text_of(scheduler, model, ask("before", 1)) == "before1 "
+    worker = scheduler.worker(model)
+    assert isinstance(worker, BatchWorker)
+    scheduler.shutdown()
+    late = SequenceTicket(loop=asyncio.get_running_loop(), request=ask("after", 1))
+    answered: list[BaseException | None] = []
+    with pytest.raises(ApplianceError) as refused:  # rather than a request nobody answers
+        worker.submit(late, answered.append)
+    assert refused.value.status == 503 and "shutting down" in refused.value.message
 
 
 def test_fair_queue_takes_callers_in_turn() -> None:

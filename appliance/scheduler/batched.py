@@ -95,7 +95,7 @@ class BatchWorker:
             if aside:
                 self._preparing += 1
         if aside:
-            self._preparer().put(lambda: self._prepare_aside(ticket, ready))
+            self._preparer().put(lambda: self._prepare(ticket, ready, aside=True))
         else:
             self._inbox.put(lambda: self._prepare(ticket, ready))
 
@@ -134,55 +134,42 @@ class BatchWorker:
         while (job := jobs.get()) is not _STOP:
             job()
 
-    def _prepare_aside(
-        self, ticket: SequenceTicket, ready: Callable[[BaseException | None], None]
+    def _prepare(
+        self,
+        ticket: SequenceTicket,
+        ready: Callable[[BaseException | None], None],
+        aside: bool = False,
     ) -> None:
+        """Prepare on the worker (loading the model first) or aside, beside a running step."""
         error: BaseException | None = None
-        could_start = False
         try:
             if ticket.cancelled:
                 raise ApplianceError("the client went away", status=499)
+            if not aside:
+                self.ensure_loaded(ticket)
             assert ticket.request is not None
             ticket.sequence = self.model.prepare(ticket.request)
         except BaseException as exc:
             if not isinstance(exc, ApplianceError):
                 log.exception("preparing a request for %s failed", self.model.name)
             error = exc
-        with self._lock:
+        could_start = False
+        with self._lock:  # from reserved to waiting in one move (see submit)
             self._reserved -= 1
-            self._preparing -= 1
-            if error is None and self._stopping:
-                error = ApplianceError("the box is shutting down", status=503)
+            if aside:
+                self._preparing -= 1
+                if error is None and self._stopping:
+                    error = ApplianceError("the box is shutting down", status=503)
             if error is None:
                 self.pending.push(ticket.caller, ticket)
                 could_start = self.pending.peek() is ticket and len(self.active) < self.model.slots
-        self._inbox.put(_WAKE)  # the worker may be waiting idle, or waiting to unload
+        if aside:
+            self._inbox.put(_WAKE)  # the worker may be waiting idle, or waiting to unload
         ready(error)
-        if error is None and could_start:
+        if aside and could_start:
             self.model.interrupt(ticket.sequence)
 
     # The worker thread.
-    def _prepare(
-        self, ticket: SequenceTicket, ready: Callable[[BaseException | None], None]
-    ) -> None:
-        try:
-            if ticket.cancelled:
-                raise ApplianceError("the client went away", status=499)
-            self.ensure_loaded(ticket)
-            assert ticket.request is not None
-            ticket.sequence = self.model.prepare(ticket.request)
-        except BaseException as exc:
-            with self._lock:
-                self._reserved -= 1
-            if not isinstance(exc, ApplianceError):
-                log.exception("preparing a request for %s failed", self.model.name)
-            ready(exc)
-            return
-        with self._lock:  # from reserved to waiting in one move (see submit)
-            self._reserved -= 1
-            self.pending.push(ticket.caller, ticket)
-        ready(None)
-
     def ensure_loaded(self, ticket: Ticket) -> None:
         ticket.load_ms = load_if_needed(self.model, self.loads)
 

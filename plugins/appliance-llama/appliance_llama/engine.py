@@ -276,9 +276,13 @@ class LlamaEngine:
             free = self.caches.free()
             if not free:
                 return False
-            cached = max(common_prefix(slot.tokens, sequence.prompt) for slot in free)
-            if len(sequence.prompt) - cached > self._prefill_budget(len(self.slots) - len(free)):
-                return False
+            budget = self._prefill_budget(len(self.slots) - len(free))
+            # The worker waits on this lock when its step ends: the prefixes (a long history) are
+            # compared only for a prompt too long to be read at once without them.
+            if len(sequence.prompt) > budget:
+                cached = max(common_prefix(slot.tokens, sequence.prompt) for slot in free)
+                if len(sequence.prompt) - cached > budget:
+                    return False
             self._interrupt.set()
             self._interruptible_since = None
             return True

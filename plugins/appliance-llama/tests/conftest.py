@@ -21,6 +21,16 @@ CHAT = "smollm2:135m"
 EMBED = "all-minilm:l6-v2"
 
 
+def default_chat_engine(slots: int) -> Any:
+    """The default chat model in a batched engine of its own (no server), 2,048-token pool."""
+    from appliance_llama.engine import LlamaEngine
+
+    require_default_models()
+    catalog = load_catalog()
+    path = ModelStore(MODELS_DIR, catalog).verified_path(catalog.get(CHAT))
+    return LlamaEngine(path, pool_tokens=2048, slots=slots, n_threads=2)
+
+
 def require_default_models() -> None:
     store = ModelStore(MODELS_DIR, load_catalog())
     missing = [m.id for m in load_catalog().defaults() if not store.has(m)]

@@ -3,6 +3,7 @@ sequences in it answer exactly as they would have."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -12,10 +13,8 @@ from appliance_llama.engine import LlamaEngine
 from appliance_llama.sequence import Sequence
 
 from appliance import SamplingOptions
-from appliance.models.catalog import load_catalog
-from appliance.models.store import ModelStore
 
-from .conftest import CHAT, MODELS_DIR, require_default_models
+from .conftest import default_chat_engine
 
 pytestmark = pytest.mark.model
 STORY = "<|im_start|>user\nTell a story about a fox.<|im_end|>\n<|im_start|>assistant\n"
@@ -24,10 +23,7 @@ QUESTION = "<|im_start|>user\nWhat is two plus two?<|im_end|>\n<|im_start|>assis
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[LlamaEngine]:
-    require_default_models()
-    catalog = load_catalog()
-    path = ModelStore(MODELS_DIR, catalog).verified_path(catalog.get(CHAT))
-    engine = LlamaEngine(path, pool_tokens=2048, slots=2, n_threads=2)
+    engine = default_chat_engine(2)
     yield engine
     engine.close()
 
@@ -62,11 +58,15 @@ def answer(engine: LlamaEngine, cut_short: bool) -> tuple[str, int]:
     return "".join(pieces), cut
 
 
-def test_a_step_cut_short_loses_nothing(engine: LlamaEngine) -> None:
+def test_a_step_cut_short_loses_nothing(
+    engine: LlamaEngine, caplog: pytest.LogCaptureFixture
+) -> None:
     assert engine._interrupt is not None and engine._interrupt.available
     alone, _ = answer(engine, cut_short=False)
     before = engine.interrupted
-    interrupted, cut = answer(engine, cut_short=True)
+    with caplog.at_level(logging.ERROR):
+        interrupted, cut = answer(engine, cut_short=True)
+    assert not caplog.records, "a step cut short is expected, not an error to log"
     assert cut >= 10, f"only {cut} of ~40 steps were cut short"
     assert engine.interrupted - before == cut
     assert interrupted == alone and alone

@@ -10,25 +10,16 @@ from appliance_llama.engine import LlamaEngine
 from appliance_llama.sequence import Sequence
 
 from appliance import SamplingOptions
-from appliance.models.catalog import load_catalog
-from appliance.models.store import ModelStore
 
-from .conftest import CHAT, MODELS_DIR, require_default_models
+from .conftest import default_chat_engine
 
 pytestmark = pytest.mark.model
 TURN = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 
 
-def make_engine(slots: int) -> LlamaEngine:
-    require_default_models()
-    catalog = load_catalog()
-    path = ModelStore(MODELS_DIR, catalog).verified_path(catalog.get(CHAT))
-    return LlamaEngine(path, pool_tokens=2048, slots=slots, n_threads=2)
-
-
 @pytest.fixture
 def engine() -> Iterator[LlamaEngine]:
-    engine = make_engine(2)
+    engine = default_chat_engine(2)
     yield engine
     engine.close()
 
@@ -95,7 +86,7 @@ def test_a_parked_cache_comes_back_for_the_next_turn_and_answers_the_same(
 
 
 def test_parked_caches_stay_within_their_budget() -> None:
-    engine = make_engine(3)
+    engine = default_chat_engine(3)
     try:
         done = [sequence_for(engine, TURN.format(f"Count to {n}."), 16) for n in (3, 4)]
         for sequence in done:
