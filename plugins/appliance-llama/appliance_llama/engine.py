@@ -92,7 +92,6 @@ class LlamaEngine:
         embeddings: bool = False,
         n_batch: int = N_BATCH,
         split: Split | None = None,
-        parked_budget: int | None = None,
     ) -> None:
         model_params = llama_cpp.llama_model_default_params()
         keep: list[Any] = []
@@ -119,10 +118,7 @@ class LlamaEngine:
         self.n_batch = n_batch
         self.pool_tokens = llama_cpp.llama_n_ctx(self.ctx)
         self.batch = internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
-        # One slot's context of parked caches by default, as the hardware choice counts them.
-        default_budget = self.pool_tokens // slots if slots > 1 else 0
-        budget = parked_budget if parked_budget is not None else default_budget
-        self.caches = Slots(self.ctx, self.memory, slots, budget)
+        self.caches = Slots(self.memory, slots)
         self.slots = self.caches.all
         self._piece = ctypes.create_string_buffer(256)
         self.row_s = 0.0
@@ -233,7 +229,7 @@ class LlamaEngine:
                 return outputs
             if status != 1:
                 raise RuntimeError(f"llama_decode failed with status {status}")
-            # No room in the KV pool: park idle caches, then defer prompts, then fail the
+            # No room in the KV pool: drop idle caches, then defer prompts, then fail the
             # longest sequence; never touch another sequence's cells.
             if self.caches.make_room():
                 continue
