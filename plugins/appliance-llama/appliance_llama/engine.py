@@ -32,7 +32,7 @@ from llama_cpp import _internals as internals
 from appliance import ApplianceError, BadRequest, GenerationChunk, Overloaded
 from appliance_llama.interrupt import ABORTED, StepInterrupt
 from appliance_llama.rpc import Split
-from appliance_llama.sampling import build_chain, free_chain
+from appliance_llama.sampling import build_chain, free_chain, plain_greedy
 from appliance_llama.sequence import Sequence
 from appliance_llama.slots import Slots, common_prefix
 
@@ -177,8 +177,10 @@ class LlamaEngine:
         slot, keep = taken
         sequence.n_past = keep
         sequence.slot = slot
-        sequence.sampler = build_chain(
-            self.vocab, self.n_vocab, sequence.sampling, sequence.grammar
+        sequence.sampler = (
+            None
+            if plain_greedy(sequence.sampling, sequence.grammar)
+            else build_chain(self.vocab, self.n_vocab, sequence.sampling, sequence.grammar)
         )
         sequence.admitted_at = time.monotonic()
         slot.sequence = sequence
@@ -338,7 +340,10 @@ class LlamaEngine:
     def _sample(self, rows: list[tuple[Sequence, int]]) -> list[Output]:
         outputs: list[Output] = []
         for seq, row in rows:
-            token = llama_cpp.llama_sampler_sample(seq.sampler, self.ctx, row)
+            if seq.sampler is None:  # plain greedy (see admit)
+                token = int(self._logits(row).argmax())
+            else:
+                token = llama_cpp.llama_sampler_sample(seq.sampler, self.ctx, row)
             is_end = bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
             piece = b"" if is_end else self.piece(token)
             logprobs = None
@@ -347,9 +352,12 @@ class LlamaEngine:
             outputs += [(seq, chunk) for chunk in seq.accept(token, piece, is_end, logprobs)]
         return outputs
 
-    def _logprobs(self, row: int, token: int, top: int) -> dict[str, Any]:
+    def _logits(self, row: int) -> np.ndarray[Any, np.dtype[np.float32]]:
         pointer = llama_cpp.llama_get_logits_ith(self.ctx, row)
-        logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).astype(np.float64)
+        return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+
+    def _logprobs(self, row: int, token: int, top: int) -> dict[str, Any]:
+        logits = self._logits(row).astype(np.float64)
         shifted = logits - float(np.max(logits))
         log_probs = shifted - math.log(float(np.exp(shifted).sum()))
         entry: dict[str, Any] = {"logprob": float(log_probs[token]), "top_logprobs": []}

