@@ -145,9 +145,10 @@ def reply_schema(tool_plan: ToolPlan, response: dict[str, Any] | None = None) ->
     }
     if tool_plan.required:
         return with_calls
+    # A text answer says something: an empty one (which sampling can pick) tells the user nothing.
     answer = {
         "type": "object",
-        "properties": {"response": response or {"type": "string"}},
+        "properties": {"response": response or {"type": "string", "minLength": 1}},
         "required": ["response"],
     }
     return answer if tool_plan.answer_only else {"anyOf": [answer, with_calls]}

@@ -41,7 +41,9 @@ def test_the_schema_allows_a_call_or_an_answer_unless_a_call_is_required() -> No
     answered = [*asked, {"role": "assistant", "tool_calls": []}, {"role": "tool", "content": "1"}]
     assert not plan([A], "auto", native=False, messages=asked).answer_only
     after_results = plan([A], "auto", native=False, messages=answered)
-    assert after_results.answer_only and reply_schema(after_results)["required"] == ["response"]
+    answer = reply_schema(after_results)
+    assert after_results.answer_only and answer["required"] == ["response"]
+    assert answer["properties"]["response"]["minLength"] == 1  # an answer is never empty
     assert not plan([A], "required", native=False, messages=answered).answer_only
     assert not plan([A], "auto", native=True, messages=answered).answer_only
     required = reply_schema(plan([A], "required", native=False))
