@@ -158,8 +158,8 @@ class BatchWorker:
             self._reserved -= 1
             if aside:
                 self._preparing -= 1
-                if error is None and self._stopping:
-                    error = ApplianceError("the box is shutting down", status=503)
+            if error is None and self._stopping:
+                error = ApplianceError("the box is shutting down", status=503)
             if error is None:
                 self.pending.push(ticket.caller, ticket)
                 could_start = self.pending.peek() is ticket and len(self.active) < self.model.slots
