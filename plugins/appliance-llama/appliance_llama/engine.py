@@ -104,7 +104,8 @@ class LlamaEngine:
         params.n_ctx = pool_tokens
         params.n_batch = n_batch
         params.n_ubatch = n_batch
-        params.n_seq_max = slots
+        # A chat context's last sequence id holds retired cells (see slots.py).
+        params.n_seq_max = slots if embeddings else slots + 1
         params.kv_unified = True
         params.n_threads = n_threads
         params.n_threads_batch = n_threads
@@ -118,7 +119,7 @@ class LlamaEngine:
         self.n_batch = n_batch
         self.pool_tokens = llama_cpp.llama_n_ctx(self.ctx)
         self.batch = internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
-        self.caches = Slots(self.memory, slots)
+        self.caches = Slots(self.ctx, self.memory, slots)
         self.slots = self.caches.all
         self._piece = ctypes.create_string_buffer(256)
         self.row_s = 0.0
@@ -206,7 +207,7 @@ class LlamaEngine:
 
     # One step.
     def step(self, sequences: Seq[Sequence]) -> list[Output]:
-        outputs: list[Output] = []
+        outputs = self._fail_lost(self.caches.compact_if_worth())
         live = [s for s in sequences if not s.finished]
         with_prefill = True
         while live:
@@ -233,7 +234,10 @@ class LlamaEngine:
                 raise RuntimeError(f"llama_decode failed with status {status}")
             # No room in the KV pool: drop idle caches, then defer prompts, then fail the
             # longest sequence; never touch another sequence's cells.
-            if self.caches.make_room():
+            dropped, lost = self.caches.make_room()
+            if dropped:
+                outputs += self._fail_lost(lost)
+                live = [s for s in live if not s.finished]
                 continue
             if with_prefill and prefill and any(not s.prefilling for s in live):
                 with_prefill = False
@@ -241,8 +245,17 @@ class LlamaEngine:
             victim = max(live, key=lambda s: s.n_past + len(s.prompt))
             live.remove(victim)
             victim.finished = True
-            self.caches.forget(victim.slot)  # its cells make room for the others in the retry
+            self.caches.forget(victim.slot)  # the retry's make_room frees its cells
             outputs.append((victim, Overloaded("the box's context memory is full; retry shortly")))
+        return outputs
+
+    def _fail_lost(self, slots: list[Any]) -> list[Output]:
+        """Sequences whose cache a compaction could not copy back (it never happened here:
+        the pool held them before) end with an error rather than a wrong answer."""
+        outputs: list[Output] = []
+        for slot in slots:
+            slot.sequence.finished = True
+            outputs.append((slot.sequence, Overloaded("the box lost this answer's context")))
         return outputs
 
     # Cutting a step short (the only methods called from another thread).

@@ -1,0 +1,99 @@
+"""Cells that leave a slot are retired, not freed, so no sequence's next tokens land below its
+own earlier cells: batched answers stay identical to lone ones after a cancellation and after
+tails are dropped, and a compaction moves caches without changing a single answer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import llama_cpp
+import pytest
+from appliance_llama import slots
+from appliance_llama.engine import LlamaEngine
+from appliance_llama.sequence import Sequence
+
+from appliance import GenerationChunk, SamplingOptions
+
+from .conftest import default_chat_engine
+
+pytestmark = pytest.mark.model
+TEMPLATE = (
+    "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    "<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+)
+QUESTIONS = ["Name three colours.", "What is two plus two?", "Write a haiku about the sea."]
+
+
+@pytest.fixture
+def engine() -> Iterator[LlamaEngine]:
+    engine = default_chat_engine(4)
+    yield engine
+    engine.close()
+
+
+def sequence(engine: LlamaEngine, question: str, max_tokens: int) -> Sequence:
+    prompt = engine.tokenize(TEMPLATE.format(question), add_bos=False, special=True)
+    return Sequence(prompt, SamplingOptions(temperature=0, max_tokens=max_tokens), limit=1024)
+
+
+def answer_together(
+    engine: LlamaEngine, sequences: list[Sequence], leaving: Sequence | None = None, after: int = 0
+) -> list[str]:
+    """Greedy answers of ``sequences`` decoded together; ``leaving`` is cancelled once it has
+    ``after`` tokens. Finished caches are kept, as the server keeps them."""
+    texts = {id(s): "" for s in sequences}
+    counts = {id(s): 0 for s in sequences}
+    live = list(sequences)
+    for s in sequences:
+        assert engine.admit(s)
+    while live:
+        for s, chunk in engine.step(live):
+            assert isinstance(chunk, GenerationChunk), chunk
+            texts[id(s)] += chunk.text
+            counts[id(s)] += 1
+        if leaving in live and counts[id(leaving)] >= after:
+            live.remove(leaving)
+            engine.release(leaving, cancelled=True)
+        for s in [s for s in live if s.finished]:
+            live.remove(s)
+            engine.release(s, cancelled=False)
+    return [texts[id(s)] for s in sequences]
+
+
+def lone_then_batched_after_a_cancellation(engine: LlamaEngine, after: int) -> None:
+    alone = [answer_together(engine, [sequence(engine, q, 64)])[0] for q in QUESTIONS]
+    dragon = sequence(engine, "Tell a very long story about a dragon.", 900)
+    others = [sequence(engine, q, 64) for q in QUESTIONS]
+    together = answer_together(engine, [dragon, *others], leaving=dragon, after=after)[1:]
+    assert together == alone
+    assert all(len(text) > 40 for text in alone)
+
+
+@pytest.mark.parametrize("after", [2, 3])
+def test_answers_after_a_cancellation_are_their_lone_answers(
+    engine: LlamaEngine, after: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(slots, "MIN_RETIRED", 100_000)  # retired cells stay: no compaction
+    # The prompts reuse their cached prompts (their old answers' cells leave the slots) and the
+    # cancelled story's cells lie below the others'. Freed in place, those cells took the
+    # others' next tokens: 14 of 36 answers identical over 12 such runs, 36 of 36 retired.
+    lone_then_batched_after_a_cancellation(engine, after)
+    assert engine.caches.retired > 0 and engine.caches.compactions == 0
+
+
+def test_a_compaction_changes_no_answer_and_frees_the_retired_cells(
+    engine: LlamaEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(slots, "MIN_RETIRED", 1)  # compact at every step that has retired cells
+    lone_then_batched_after_a_cancellation(engine, 3)
+    assert engine.caches.compactions > 3
+    cached = [slot for slot in engine.slots if slot.tokens]
+    engine.caches.forget(cached[0])
+    assert engine.caches.retired > 0
+    engine.step([])  # a step compacts first
+    assert engine.caches.retired == 0
+    assert llama_cpp.llama_memory_seq_pos_max(engine.memory, engine.caches.retired_id) == -1
+    kept = [slot for slot in engine.slots if slot.tokens]
+    assert kept == cached[1:]  # the other caches were copied back whole
+    for slot in kept:
+        assert llama_cpp.llama_memory_seq_pos_max(engine.memory, slot.id) == len(slot.tokens) - 1
