@@ -2,6 +2,7 @@
 
     W   = the GGUF file size
     KV  = 2 x layers x n_ctx x kv_heads x head_dim x 2 bytes (f16) x slots
+    P   = KV / slots with more than one slot: idle slots' caches parked in host memory
     C   = 4 x n_batch x (n_embd + n_vocab)               compute buffers
     O   = 457 MiB per CUDA device, 150 MiB on CPU         runtime overhead
     tok/s = efficiency x bandwidth / (W + KV read per token)
@@ -58,10 +59,17 @@ class ChatEstimate:
     compute_bytes: int
     overhead_bytes: int
     predicted_tps: float
+    parked_bytes: int = 0
 
     @property
     def total_bytes(self) -> int:
-        return self.weights_bytes + self.kv_bytes + self.compute_bytes + self.overhead_bytes
+        return (
+            self.weights_bytes
+            + self.kv_bytes
+            + self.parked_bytes
+            + self.compute_bytes
+            + self.overhead_bytes
+        )
 
 
 def kv_bytes(model: CatalogModel, ctx: int, slots: int = 1) -> int:
@@ -89,6 +97,7 @@ def estimate(
         slots=slots,
         weights_bytes=quant.size,
         kv_bytes=kv_bytes(model, ctx, slots),
+        parked_bytes=kv_bytes(model, ctx) if slots > 1 else 0,
         compute_bytes=compute,
         overhead_bytes=overhead,
         predicted_tps=round(tps, 2),

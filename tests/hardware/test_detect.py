@@ -98,6 +98,11 @@ def test_estimates_follow_the_reference_formula() -> None:
     fit = estimate(llama3b, llama3b.quant("Q4_K_M"), profile, 4096)
     assert fit.kv_bytes == 2 * 28 * 4096 * 8 * 128 * 2
     assert 3.5 <= fit.predicted_tps <= 5.9  # published: 4.6-4.9 tok/s on a Pi 5
+    assert fit.parked_bytes == 0, "one slot has no idle caches to park"
+    slotted = estimate(llama3b, llama3b.quant("Q4_K_M"), profile, 4096, slots=4)
+    assert slotted.kv_bytes == 4 * fit.kv_bytes
+    assert slotted.parked_bytes == fit.kv_bytes  # one slot's context of parked caches
+    assert slotted.total_bytes == fit.total_bytes + 4 * fit.kv_bytes
 
 
 def facts_with_memory(total: int) -> HardwareFacts:

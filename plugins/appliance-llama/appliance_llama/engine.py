@@ -92,6 +92,7 @@ class LlamaEngine:
         embeddings: bool = False,
         n_batch: int = N_BATCH,
         split: Split | None = None,
+        parked_budget: int | None = None,
     ) -> None:
         model_params = llama_cpp.llama_model_default_params()
         keep: list[Any] = []
@@ -119,7 +120,10 @@ class LlamaEngine:
         self.n_batch = n_batch
         self.pool_tokens = llama_cpp.llama_n_ctx(self.ctx)
         self.batch = internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
-        self.caches = Slots(self.ctx, self.memory, slots)
+        # One slot's context of parked caches by default, as the hardware choice counts them.
+        default_budget = self.pool_tokens // slots if slots > 1 else 0
+        budget = parked_budget if parked_budget is not None else default_budget
+        self.caches = Slots(self.ctx, self.memory, slots, budget)
         self.slots = self.caches.all
         self._piece = ctypes.create_string_buffer(256)
         self.row_s = 0.0
@@ -232,7 +236,7 @@ class LlamaEngine:
                 return outputs
             if status != 1:
                 raise RuntimeError(f"llama_decode failed with status {status}")
-            # No room in the KV pool: drop idle caches, then defer prompts, then fail the
+            # No room in the KV pool: park idle caches, then defer prompts, then fail the
             # longest sequence; never touch another sequence's cells.
             dropped, lost = self.caches.make_room()
             if dropped:

@@ -1,17 +1,24 @@
 """The slots of a batched context and the tokens each keeps cached for the next request.
 
-A finished sequence's cache stays in the KV pool, so the next turn of its conversation (or
-another request with the same system prompt) starts fast.
+A finished sequence's cache is what makes the next turn of its conversation (or another request
+with the same system prompt) start fast. Left in the unified KV pool, idle caches cost everyone
+else: llama.cpp attends over every cell up to the highest in use, masked or not (measured here,
+SmolLM2-135M on 2 cores: 1,500 cells of another sequence slow one stream from 66 to ~50
+tokens/s). So while others use the pool, an idle slot's cache is *parked*: copied to host memory
+(``llama_state_seq_get_data``) and out of the cells; the request that reuses it copies it back,
+as llama-server does with its idle slots. When the box is otherwise idle, the last cache stays in
+its cells and costs nothing to reuse. Parked caches hold at most ``parked_budget`` tokens
+together (the hardware choice counts them); beyond it the least recently used is dropped.
 
 Every sequence's cells stay in the order of its positions. llama.cpp puts a new token in the
 first free cell from its head, and freeing cells moves the head back to them; a sequence whose
 next tokens landed in such a hole, below its own earlier cells, would be attended in another
 order than alone, and its answer would drift from its lone one (measured: 14 of 36 batched
 answers identical to their lone ones after a cancellation, 36 of 36 with this). So cells that
-leave a slot (a cached tail that a new prompt does not share, a cancelled or failed sequence) are
-*retired*, kept under a sequence id of their own that nobody attends, and the pool is compacted
-(every kept cache copied out, the pool cleared, the caches copied back, each in one run of cells)
-once the retired cells are a quarter of the kept ones, or when the pool is full.
+leave a slot (a cached tail that a new prompt does not share, a cancelled sequence, a parked
+cache) are *retired*, kept under a sequence id of their own that nobody attends, and the pool is
+compacted (the caches in cells copied out, the pool cleared, the caches copied back, each into
+one run of cells) once the retired cells are a quarter of the kept ones, or when the pool is full.
 """
 
 from __future__ import annotations
@@ -24,11 +31,9 @@ from typing import Any
 import llama_cpp
 
 MIN_RETIRED = 64
-"""Fewer retired cells than this are not worth a compaction. Retired cells cost attention
-time (llama.cpp attends over every cell up to the highest in use, masked or not: measured here,
-1,500 cells of another sequence slow one stream from 66 to ~50 tokens/s), so a compaction comes
-once they are a quarter of the kept ones; its copying costs far less than the decoding that
-wrote them."""
+"""Fewer retired cells than this are not worth a compaction. Retired cells cost attention time
+as idle caches do, so a compaction comes once they are a quarter of the kept ones; its copying
+costs far less than the decoding that wrote them."""
 
 
 @dataclass(eq=False)
@@ -38,6 +43,8 @@ class Slot:
     """Tokens whose keys and values are in the cache for this slot's sequence id."""
     sequence: Any = None
     last_used: float = 0.0
+    parked: Any = None
+    """The cache's state in host memory while it is out of the KV cells."""
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -53,14 +60,18 @@ class Slots:
     """Only the engine's worker thread changes them. The context needs ``count + 1`` sequence
     ids: the last holds retired cells."""
 
-    def __init__(self, ctx: Any, memory: Any, count: int) -> None:
+    def __init__(self, ctx: Any, memory: Any, count: int, parked_budget: int) -> None:
         self.ctx = ctx
         self.memory = memory
         self.all = [Slot(i) for i in range(count)]
         self.retired_id = count
         self.retired = 0
         """Cells held by the retired sequence id."""
+        self.parked_budget = parked_budget
         self.compactions = 0
+        self.parked = 0
+        """Caches parked since load (for the figures)."""
+        self.restored = 0
 
     def free(self) -> list[Slot]:
         return [slot for slot in self.all if slot.sequence is None]
@@ -70,66 +81,112 @@ class Slots:
 
     def take(self, prompt: list[int]) -> tuple[Slot, int] | None:
         """The free slot whose cache shares the longest prefix with ``prompt``, with that
-        prefix kept (at most all but the last token). None: no slot is free."""
+        prefix in its cells (at most all but the last token); the other idle caches are parked
+        first. None: no slot is free."""
         free = self.free()
         if not free:
             return None
         slot = max(free, key=lambda s: (common_prefix(s.tokens, prompt), -s.last_used))
         keep = min(common_prefix(slot.tokens, prompt), len(prompt) - 1)
+        for other in free:
+            if other is not slot:
+                self.park(other)
+        if slot.parked is not None and (keep == 0 or not self._restore(slot)):
+            self.forget(slot)
+            keep = 0
         if not self._retire(slot, keep):
             self.forget(slot)
             keep = 0
+        del slot.tokens[keep:]
         return slot, keep
 
     def give_back(self, slot: Slot, keep_cache: bool) -> None:
-        """The slot's sequence is done; its cache is kept for the next request or forgotten."""
+        """The slot's sequence is done; its cache is kept (in its cells while nobody else
+        decodes, else parked) or forgotten."""
         slot.sequence = None
         slot.last_used = time.monotonic()
         if not keep_cache:
             self.forget(slot)
+        elif self.busy():
+            self.park(slot)
 
     def forget(self, slot: Slot) -> None:
+        if slot.parked is None:
+            self._retire(slot, 0)
+        slot.parked = None
+        slot.tokens.clear()
+
+    def park(self, slot: Slot) -> None:
+        """Move an idle cache out of the KV cells (or forget it when it cannot be kept)."""
+        if slot.parked is not None or not slot.tokens:
+            return
+        if len(slot.tokens) > self.parked_budget:
+            self.forget(slot)
+            return
+        self._fit_budget(len(slot.tokens))
+        state = self._save(slot)
+        if state is None:
+            self.forget(slot)
+            return
         self._retire(slot, 0)
+        slot.parked = state
+        self.parked += 1
+
+    def _fit_budget(self, tokens: int) -> None:
+        parked = sorted((s for s in self.all if s.parked is not None), key=lambda s: s.last_used)
+        held = sum(len(s.tokens) for s in parked)
+        while parked and held + tokens > self.parked_budget:
+            oldest = parked.pop(0)
+            held -= len(oldest.tokens)
+            self.forget(oldest)
+
+    def _restore(self, slot: Slot) -> bool:
+        """Copy a parked cache back into one run of cells at the top of the pool."""
+        state = slot.parked
+        slot.parked = None
+        if not llama_cpp.llama_state_seq_set_data(self.ctx, state, len(state), slot.id):
+            slot.tokens.clear()  # no room for it in the pool now: the prompt is read again
+            return False
+        self.restored += 1
+        return True
 
     def _retire(self, slot: Slot, start: int) -> bool:
-        """Move the slot's cells from position ``start`` on to the retired id. False: the
-        model's memory cannot drop a tail (then the whole cache must go)."""
+        """Move the slot's cells from position ``start`` on to the retired id (its tokens are
+        the caller's to trim). False: the model's memory cannot drop a tail."""
         leaving = len(slot.tokens) - start
         llama_cpp.llama_memory_seq_cp(self.memory, slot.id, self.retired_id, start, -1)
         if not llama_cpp.llama_memory_seq_rm(self.memory, slot.id, start, -1):
             llama_cpp.llama_memory_seq_rm(self.memory, self.retired_id, start, -1)
             return False
         self.retired += max(leaving, 0)
-        del slot.tokens[start:]
         return True
 
     def compact_if_worth(self) -> list[Slot]:
         """Compact when the retired cells are many; returns busy slots whose cache was lost."""
-        kept = sum(len(slot.tokens) for slot in self.all)
+        kept = sum(len(slot.tokens) for slot in self.all if slot.parked is None)
         if self.retired < max(MIN_RETIRED, kept // 4):
             return []
-        return self.compact(keep_idle=True)
+        return self.compact()
 
     def make_room(self) -> tuple[bool, list[Slot]]:
-        """The pool is full: compact it without idle caches. Returns whether anything was
-        dropped, and the busy slots whose cache was lost."""
-        idle = any(slot.tokens and slot.sequence is None for slot in self.all)
+        """The pool is full: park the idle caches and compact. Returns whether any cells were
+        freed, and the busy slots whose cache was lost."""
+        idle = [s for s in self.all if s.sequence is None and s.tokens and s.parked is None]
+        for slot in idle:
+            self.park(slot)
         if not idle and not self.retired:
             return False, []
-        return True, self.compact(keep_idle=False)
+        return True, self.compact()
 
-    def compact(self, keep_idle: bool) -> list[Slot]:
-        """Copy the kept caches out, clear the pool and copy them back, each into one run of
-        cells in its order. Returns busy slots whose cache could not be copied back."""
-        keep = [s for s in self.all if s.tokens and (keep_idle or s.sequence is not None)]
+    def compact(self) -> list[Slot]:
+        """Copy the caches in cells out, clear the pool and copy them back, each into one run
+        of cells in its order. Returns busy slots whose cache could not be copied back."""
+        keep = [s for s in self.all if s.tokens and s.parked is None]
         saved = [(slot, self._save(slot)) for slot in keep]
         llama_cpp.llama_memory_clear(self.memory, False)
         self.retired = 0
         self.compactions += 1
         lost = []
-        for slot in self.all:
-            if slot not in keep:
-                slot.tokens.clear()
         for slot, state in saved:
             if state is None or not llama_cpp.llama_state_seq_set_data(
                 self.ctx, state, len(state), slot.id

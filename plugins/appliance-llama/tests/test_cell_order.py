@@ -87,13 +87,17 @@ def test_a_compaction_changes_no_answer_and_frees_the_retired_cells(
     monkeypatch.setattr(slots, "MIN_RETIRED", 1)  # compact at every step that has retired cells
     lone_then_batched_after_a_cancellation(engine, 3)
     assert engine.caches.compactions > 3
-    cached = [slot for slot in engine.slots if slot.tokens]
-    engine.caches.forget(cached[0])
+    in_cells = [slot for slot in engine.slots if slot.tokens and slot.parked is None]
+    parked = {slot.id: list(slot.tokens) for slot in engine.slots if slot.parked is not None}
+    in_cells.append(engine.slots[next(iter(parked))])
+    engine.caches._restore(in_cells[-1])  # two caches in cells, one of them to forget
+    engine.caches.forget(in_cells[0])
     assert engine.caches.retired > 0
     engine.step([])  # a step compacts first
     assert engine.caches.retired == 0
     assert llama_cpp.llama_memory_seq_pos_max(engine.memory, engine.caches.retired_id) == -1
-    kept = [slot for slot in engine.slots if slot.tokens]
-    assert kept == cached[1:]  # the other caches were copied back whole
-    for slot in kept:
-        assert llama_cpp.llama_memory_seq_pos_max(engine.memory, slot.id) == len(slot.tokens) - 1
+    kept = in_cells[-1]  # copied back whole
+    assert llama_cpp.llama_memory_seq_pos_max(engine.memory, kept.id) == len(kept.tokens) - 1
+    assert kept.tokens == parked.pop(kept.id)
+    for slot_id, tokens in parked.items():  # parked caches are left as they were
+        assert engine.slots[slot_id].parked is not None and engine.slots[slot_id].tokens == tokens
