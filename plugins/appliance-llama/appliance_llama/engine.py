@@ -311,10 +311,11 @@ class LlamaEngine:
         prefill: list[tuple[Sequence, int]] = []
         decoding = [s for s in sequences if not s.prefilling]
         budget = self._prefill_budget(len(decoding)) if with_prefill else 0
-        # One prompt a step: prompts of several sequences in one batch over the unified pool
-        # change a lone run's numerics from the first token (measured). Decode rows beside
-        # decode rows do not; beside a prompt slice a decoding sequence can drift later in its
-        # answer (measured: an 80-token greedy story differed from character 170 of 305).
+        # One prompt a step: llama.cpp's CPU flash attention takes a tiled path for a batch of
+        # 64 rows or more (ggml-cpu/ops.cpp), so prompts read together would not get the keys
+        # and values each gets alone. Decode rows beside a prompt slice are exact while the
+        # batch stays under 64 rows (measured: the same logits beside 62 prompt rows, up to 0.66
+        # apart beside 63); a larger slice can make a reader drift later in its answer.
         prompt = next((s for s in sequences if s.prefilling), None) if budget > 0 else None
         if prompt is not None and len(prompt.prompt) - prompt.n_past <= budget:
             # A prompt this step finishes is read alone: the others wait for it either way, and
