@@ -44,6 +44,8 @@ N_BATCH = 512
 # ~7 ms in prefill, so slices are ~30 tokens; on a GPU they grow to the whole batch.
 STEP_TARGET_S = 0.2
 MIN_CHUNK = 16
+EXACT_ROWS = 64
+"""From this many rows in a batch llama.cpp's CPU flash attention takes another (tiled) path."""
 
 Output = tuple[Sequence, GenerationChunk | ApplianceError]
 GGML_LOG_LEVEL_ERROR = 4
@@ -66,6 +68,11 @@ def _llama_log(level: int, text: bytes, user_data: Any) -> None:
 
 
 llama_cpp.llama_log_set(_llama_log, ctypes.c_void_p(0))
+
+
+def _left(sequence: Sequence) -> int:
+    """Prompt tokens of ``sequence`` not read yet."""
+    return len(sequence.prompt) - sequence.n_past
 
 
 def split_params(params: Any, split: Split) -> list[Any]:
@@ -311,25 +318,34 @@ class LlamaEngine:
         prefill: list[tuple[Sequence, int]] = []
         decoding = [s for s in sequences if not s.prefilling]
         budget = self._prefill_budget(len(decoding)) if with_prefill else 0
-        # One prompt a step: llama.cpp's CPU flash attention takes a tiled path for a batch of
-        # 64 rows or more (ggml-cpu/ops.cpp), so prompts read together would not get the keys
-        # and values each gets alone. Decode rows beside a prompt slice are exact while the
-        # batch stays under 64 rows (measured: the same logits beside 62 prompt rows, up to 0.66
-        # apart beside 63); a larger slice can make a reader drift later in its answer.
-        prompt = next((s for s in sequences if s.prefilling), None) if budget > 0 else None
-        if prompt is not None and len(prompt.prompt) - prompt.n_past <= budget:
+        # One prompt a step, or several short ones: llama.cpp's CPU flash attention takes a
+        # tiled path for a batch of EXACT_ROWS rows or more (ggml-cpu/ops.cpp), so prompts read
+        # together in a larger batch would not get the keys and values each gets alone. Under
+        # it every row is computed as alone (measured: a decode row's logits are the same
+        # beside 62 rows of another prompt, up to 0.66 apart beside 63); a larger prompt slice
+        # beside readers can make them drift later in their answers.
+        waiting = [s for s in sequences if s.prefilling] if budget > 0 else []
+        reading = waiting[:1]
+        if reading and _left(reading[0]) <= budget:
             # A prompt this step finishes is read alone: the others wait for it either way, and
             # its first token then waits for none of their rows (on a CPU every row costs).
+            # Other prompts that then finish within EXACT_ROWS are read with it.
             decoding = []
+            total = _left(reading[0])
+            for other in waiting[1:]:
+                if total + _left(other) >= min(EXACT_ROWS, self.n_batch + 1):
+                    break
+                reading.append(other)
+                total += _left(other)
         n = 0
         for seq in decoding:
             assert seq.next_token is not None
             rows.append((seq, n))
             self.put_row(n, seq.next_token, seq.n_past, seq.slot.id, True)
             n += 1
-        if prompt is not None:
+        for prompt in reading:
             start = prompt.n_past
-            take = min(len(prompt.prompt) - start, budget)
+            take = min(_left(prompt), budget)
             for pos in range(start, start + take):
                 last = pos == len(prompt.prompt) - 1
                 if last:

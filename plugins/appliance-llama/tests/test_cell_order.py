@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import llama_cpp
 import pytest
 from appliance_llama import slots
-from appliance_llama.engine import LlamaEngine
+from appliance_llama.engine import EXACT_ROWS, LlamaEngine
 from appliance_llama.sequence import Sequence
 
 from appliance import GenerationChunk, SamplingOptions
@@ -22,6 +22,7 @@ TEMPLATE = (
     "<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 )
 QUESTIONS = ["Name three colours.", "What is two plus two?", "Write a haiku about the sea."]
+SHORT = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 
 
 @pytest.fixture
@@ -31,8 +32,10 @@ def engine() -> Iterator[LlamaEngine]:
     engine.close()
 
 
-def sequence(engine: LlamaEngine, question: str, max_tokens: int) -> Sequence:
-    prompt = engine.tokenize(TEMPLATE.format(question), add_bos=False, special=True)
+def sequence(
+    engine: LlamaEngine, question: str, max_tokens: int, template: str = TEMPLATE
+) -> Sequence:
+    prompt = engine.tokenize(template.format(question), add_bos=False, special=True)
     return Sequence(prompt, SamplingOptions(temperature=0, max_tokens=max_tokens), limit=1024)
 
 
@@ -101,3 +104,38 @@ def test_a_compaction_changes_no_answer_and_frees_the_retired_cells(
     assert kept.tokens == parked.pop(kept.id)
     for slot_id, tokens in parked.items():  # parked caches are left as they were
         assert engine.slots[slot_id].parked is not None and engine.slots[slot_id].tokens == tokens
+
+
+def test_short_prompts_arriving_together_are_read_in_one_step_as_alone(
+    engine: LlamaEngine,
+) -> None:
+    alone = [answer_together(engine, [sequence(engine, q, 32, SHORT)])[0] for q in QUESTIONS]
+    for slot in engine.slots:
+        engine.caches.forget(slot)  # no cached prefix: every prompt is read whole
+    together = [sequence(engine, q, 32, SHORT) for q in QUESTIONS]
+    for s in together:
+        assert engine.admit(s)
+    rows = sum(len(s.prompt) for s in together)
+    assert rows < EXACT_ROWS, "short enough to be read in one exact batch"
+    first = engine.step(together)
+    assert sorted(id(s) for s, _ in first) == sorted(id(s) for s in together)
+    assert all(s.n_past == len(s.prompt) for s in together)
+    texts = {id(s): "" for s in together}
+    for s, chunk in first:
+        assert isinstance(chunk, GenerationChunk)
+        texts[id(s)] += chunk.text
+    while not all(s.finished for s in together):
+        for s, chunk in engine.step([s for s in together if not s.finished]):
+            assert isinstance(chunk, GenerationChunk)
+            texts[id(s)] += chunk.text
+    assert [texts[id(s)] for s in together] == alone
+    for s in together:
+        engine.release(s, cancelled=False)
+    long = sequence(engine, "word " * 48, 4, SHORT)
+    short = sequence(engine, QUESTIONS[0], 4, SHORT)
+    assert engine.admit(long) and engine.admit(short)
+    unread = [len(s.prompt) - s.n_past for s in (long, short)]
+    assert unread[0] < EXACT_ROWS <= sum(unread)
+    engine.step([long, short])
+    read = [s.n_past == len(s.prompt) for s in (long, short)]
+    assert read == [True, False], "past 64 rows, one prompt a step"
