@@ -337,6 +337,7 @@ class LlamaEngine:
                     break
                 reading.append(other)
                 total += _left(other)
+            budget = max(budget, total)  # each of them is read whole
         n = 0
         for seq in decoding:
             assert seq.next_token is not None
