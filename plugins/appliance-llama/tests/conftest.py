@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -14,6 +14,9 @@ from appliance.app import create_app
 from appliance.models.catalog import load_catalog
 from appliance.models.store import ModelStore
 from tests.fixtures import make_settings
+
+if TYPE_CHECKING:
+    from appliance_llama.sequence import Sequence
 
 REPO = Path(__file__).resolve().parents[3]
 MODELS_DIR = REPO / ".cache" / "models"
@@ -29,6 +32,16 @@ def default_chat_engine(slots: int) -> Any:
     catalog = load_catalog()
     path = ModelStore(MODELS_DIR, catalog).verified_path(catalog.get(CHAT))
     return LlamaEngine(path, pool_tokens=2048, slots=slots, n_threads=2)
+
+
+def greedy_sequence(engine: Any, text: str, max_tokens: int) -> Sequence:
+    """A temperature-0 sequence for ``engine`` from a prompt already in the chat template."""
+    from appliance_llama.sequence import Sequence
+
+    from appliance import SamplingOptions
+
+    prompt = engine.tokenize(text, add_bos=False, special=True)
+    return Sequence(prompt, SamplingOptions(temperature=0, max_tokens=max_tokens), limit=1024)
 
 
 def require_default_models() -> None:

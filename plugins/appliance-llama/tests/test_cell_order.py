@@ -12,9 +12,9 @@ from appliance_llama import slots
 from appliance_llama.engine import EXACT_ROWS, LlamaEngine
 from appliance_llama.sequence import Sequence
 
-from appliance import GenerationChunk, SamplingOptions
+from appliance import GenerationChunk
 
-from .conftest import default_chat_engine
+from .conftest import default_chat_engine, greedy_sequence
 
 pytestmark = pytest.mark.model
 TEMPLATE = (
@@ -35,8 +35,7 @@ def engine() -> Iterator[LlamaEngine]:
 def sequence(
     engine: LlamaEngine, question: str, max_tokens: int, template: str = TEMPLATE
 ) -> Sequence:
-    prompt = engine.tokenize(template.format(question), add_bos=False, special=True)
-    return Sequence(prompt, SamplingOptions(temperature=0, max_tokens=max_tokens), limit=1024)
+    return greedy_sequence(engine, template.format(question), max_tokens)
 
 
 def answer_together(
@@ -139,3 +138,22 @@ def test_short_prompts_arriving_together_are_read_in_one_step_as_alone(
     engine.step([long, short])
     read = [s.n_past == len(s.prompt) for s in (long, short)]
     assert read == [True, False], "past 64 rows, one prompt a step"
+
+
+def test_a_cache_that_cannot_be_copied_back_ends_its_answer_with_an_error(
+    engine: LlamaEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(slots, "MIN_RETIRED", 100_000)
+    alone = answer_together(engine, [sequence(engine, QUESTIONS[0], 16)])
+    reader = sequence(engine, QUESTIONS[1], 16)
+    assert engine.admit(reader)  # takes the first's slot: its answer's cells are retired
+    engine.step([reader])
+    assert reader.slot.tokens and engine.caches.retired > 0
+    monkeypatch.setattr(slots, "MIN_RETIRED", 1)
+    monkeypatch.setattr(llama_cpp, "llama_state_seq_set_data", lambda *args: 0)
+    outputs = engine.step([reader])  # compacts first; the copy back fails
+    assert [(s, type(o).__name__) for s, o in outputs] == [(reader, "Overloaded")]
+    assert "lost this answer's context" in str(outputs[0][1]) and reader.finished
+    engine.release(reader, cancelled=True)
+    monkeypatch.undo()
+    assert answer_together(engine, [sequence(engine, QUESTIONS[0], 16)]) == alone  # still serving

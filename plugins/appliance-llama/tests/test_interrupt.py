@@ -12,9 +12,7 @@ import pytest
 from appliance_llama.engine import LlamaEngine
 from appliance_llama.sequence import Sequence
 
-from appliance import SamplingOptions
-
-from .conftest import default_chat_engine
+from .conftest import default_chat_engine, greedy_sequence
 
 pytestmark = pytest.mark.model
 STORY = "<|im_start|>user\nTell a story about a fox.<|im_end|>\n<|im_start|>assistant\n"
@@ -29,8 +27,7 @@ def engine() -> Iterator[LlamaEngine]:
 
 
 def sequence(engine: LlamaEngine, text: str, tokens: int = 40) -> Sequence:
-    prompt = engine.tokenize(text, add_bos=False, special=True)
-    return Sequence(prompt, SamplingOptions(temperature=0, max_tokens=tokens), limit=1024)
+    return greedy_sequence(engine, text, tokens)
 
 
 def answer(engine: LlamaEngine, cut_short: bool) -> tuple[str, int]:

@@ -10,9 +10,7 @@ import pytest
 from appliance_llama.engine import LlamaEngine
 from appliance_llama.sequence import Sequence
 
-from appliance import SamplingOptions
-
-from .conftest import default_chat_engine
+from .conftest import default_chat_engine, greedy_sequence
 
 pytestmark = pytest.mark.model
 TURN = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
@@ -26,8 +24,7 @@ def engine() -> Iterator[LlamaEngine]:
 
 
 def sequence_for(engine: LlamaEngine, text: str, tokens: int = 24) -> Sequence:
-    prompt = engine.tokenize(text, add_bos=False, special=True)
-    return Sequence(prompt, SamplingOptions(temperature=0, max_tokens=tokens), limit=1024)
+    return greedy_sequence(engine, text, tokens)
 
 
 def run(engine: LlamaEngine, sequence: Sequence) -> tuple[str, int]:
