@@ -332,8 +332,9 @@ class LlamaEngine:
             # Other prompts that then finish within EXACT_ROWS are read with it.
             decoding = []
             total = _left(reading[0])
+            most = min(EXACT_ROWS - 1, self.n_batch)
             for other in waiting[1:]:
-                if total + _left(other) >= min(EXACT_ROWS, self.n_batch + 1):
+                if total + _left(other) > most:
                     break
                 reading.append(other)
                 total += _left(other)

@@ -144,9 +144,8 @@ class Slots:
         """Copy a parked cache back into one run of cells at the top of the pool."""
         state = slot.parked
         slot.parked = None
-        if not llama_cpp.llama_state_seq_set_data(self.ctx, state, len(state), slot.id):
-            slot.tokens.clear()  # no room for it in the pool now: the prompt is read again
-            return False
+        if not self._load(slot, state):
+            return False  # no room for it in the pool now: the prompt is read again
         self.restored += 1
         return True
 
@@ -188,13 +187,18 @@ class Slots:
         self.compactions += 1
         lost = []
         for slot, state in saved:
-            if state is None or not llama_cpp.llama_state_seq_set_data(
-                self.ctx, state, len(state), slot.id
-            ):
-                slot.tokens.clear()
-                if slot.sequence is not None:
-                    lost.append(slot)
+            if not self._load(slot, state) and slot.sequence is not None:
+                lost.append(slot)
         return lost
+
+    def _load(self, slot: Slot, state: Any) -> bool:
+        """Copy a saved cache into one run of cells; on failure the slot caches nothing."""
+        if state is None or not llama_cpp.llama_state_seq_set_data(
+            self.ctx, state, len(state), slot.id
+        ):
+            slot.tokens.clear()
+            return False
+        return True
 
     def _save(self, slot: Slot) -> Any:
         size = llama_cpp.llama_state_seq_get_size(self.ctx, slot.id)
