@@ -7,8 +7,9 @@ SmolLM2-135M on 2 cores: 1,500 cells of another sequence slow one stream from 66
 tokens/s). So when a request starts, and when one ends while others decode, the idle caches are
 *parked*: copied to host memory (``llama_state_seq_get_data``) and out of the cells; the request
 that reuses one copies it back, as llama-server does with its idle slots. When the box is
-otherwise idle, the last cache stays in its cells and costs nothing to reuse. Parked caches hold at most ``parked_budget`` tokens
-together (the hardware choice counts them); beyond it the least recently used is dropped.
+otherwise idle, the last cache stays in its cells and costs nothing to reuse. Parked caches hold
+at most ``parked_budget`` tokens together (the hardware choice counts them); beyond it the least
+recently used is dropped.
 
 Every sequence's cells stay in the order of its positions. llama.cpp puts a new token in the
 first free cell from its head, and freeing cells moves the head back to them; a sequence whose
