@@ -75,6 +75,13 @@ def _left(sequence: Sequence) -> int:
     return len(sequence.prompt) - sequence.n_past
 
 
+def _still_reading(reader: Sequence, waiting: Sequence) -> bool:
+    """Whether ``reader`` is still reading a prefix that ``waiting`` could share, at least
+    MIN_CHUNK tokens longer than what ``waiting`` holds."""
+    shared = min(common_prefix(reader.prompt, waiting.prompt), len(waiting.prompt) - 1)
+    return reader.n_past < shared and waiting.n_past + MIN_CHUNK <= shared
+
+
 def split_params(params: Any, split: Split) -> list[Any]:
     """Point llama_model_params at the split's devices; returns the arrays to keep alive until
     the model is loaded (llama.cpp copies them)."""
@@ -302,7 +309,7 @@ class LlamaEngine:
             # The worker waits on this lock when its step ends: the prefixes (a long history) are
             # compared only for a prompt too long to be read at once without them.
             if len(sequence.prompt) > budget:
-                cached = max(common_prefix(slot.tokens, sequence.prompt) for slot in free)
+                cached = self.caches.longest_cached(sequence.prompt)
                 if len(sequence.prompt) - cached > budget:
                     return False
             self._interrupt.set()
@@ -324,7 +331,7 @@ class LlamaEngine:
         # it every row is computed as alone (measured: a decode row's logits are the same
         # beside 62 rows of another prompt, up to 0.66 apart beside 63); a larger prompt slice
         # beside readers can make them drift later in their answers.
-        waiting = [s for s in sequences if s.prefilling] if budget > 0 else []
+        waiting = self._readable([s for s in sequences if s.prefilling]) if budget > 0 else []
         reading = waiting[:1]
         if reading and _left(reading[0]) <= budget:
             # A prompt this step finishes is read alone: the others wait for it either way, and
@@ -357,6 +364,18 @@ class LlamaEngine:
             prefill.append((prompt, take))
         batch.n_tokens = n
         return rows, prefill, decoding
+
+    def _readable(self, waiting: list[Sequence]) -> list[Sequence]:
+        """The prompts to read now. A prompt whose prefix an earlier one is still reading (a
+        system prompt or template they share) waits for those cells rather than read it again
+        beside it; then it takes the longest prefix another slot's cells hold."""
+        ready = []
+        for i, seq in enumerate(waiting):
+            if any(_still_reading(other, seq) for other in waiting[:i]):
+                continue
+            seq.n_past = self.caches.adopt(seq.slot, seq.prompt)
+            ready.append(seq)
+        return ready
 
     def _prefill_budget(self, decoding: int) -> int:
         room = self.n_batch - decoding

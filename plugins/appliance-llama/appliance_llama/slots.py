@@ -11,6 +11,10 @@ otherwise idle, the last cache stays in its cells and costs nothing to reuse. Pa
 at most ``parked_budget`` tokens together (the hardware choice counts them); beyond it the least
 recently used is dropped.
 
+A new conversation whose system prompt or template is in the cells of a request in flight shares
+those cells (``llama_memory_seq_cp`` in a unified pool adds a sequence id to a cell, it copies
+nothing), so it reads only its own part; llama-server reads such a prompt again in every slot.
+
 Every sequence's cells stay in the order of its positions. llama.cpp puts a new token in the
 first free cell from its head, and freeing cells moves the head back to them; a sequence whose
 next tokens landed in such a hole, below its own earlier cells, would be attended in another
@@ -20,6 +24,9 @@ leave a slot (a cached tail that a new prompt does not share, a cancelled sequen
 cache) are *retired*, kept under a sequence id of their own that nobody attends, and the pool is
 compacted (the caches in cells copied out, the pool cleared, the caches copied back, each into
 one run of cells) once the retired cells are a quarter of the kept ones, or when the pool is full.
+Retired cells that another sequence still shares are counted too (llama.cpp does not say which
+cells are shared), so a compaction may come a little early; it ends the sharing, each cache then
+having its own copy.
 """
 
 from __future__ import annotations
@@ -73,6 +80,8 @@ class Slots:
         self.parked = 0
         """Caches parked since load (for the figures)."""
         self.restored = 0
+        self.shared = 0
+        """Prompts that started on another slot's cells (for the figures)."""
 
     def free(self) -> list[Slot]:
         return [slot for slot in self.all if slot.sequence is None]
@@ -83,12 +92,21 @@ class Slots:
     def take(self, prompt: list[int]) -> tuple[Slot, int] | None:
         """The free slot whose cache shares the longest prefix with ``prompt``, with that
         prefix in its cells (at most all but the last token); the other idle caches are parked
-        first. None: no slot is free."""
+        first. When another slot holds a longer prefix in its cells (a system prompt or RAG
+        template of a request in flight), the new sequence shares those cells instead. None:
+        no slot is free."""
         free = self.free()
         if not free:
             return None
         slot = max(free, key=lambda s: (common_prefix(s.tokens, prompt), -s.last_used))
         keep = min(common_prefix(slot.tokens, prompt), len(prompt) - 1)
+        donor, shared = self._donor(prompt)
+        if donor is not None and shared > keep:
+            # The donor is busy (a free one would be ``slot``): the new sequence takes an empty
+            # slot, or the least recently used, and the other idle caches are parked for later.
+            slot = min(free, key=lambda s: (bool(s.tokens), s.last_used))
+            self._share(slot, donor, shared)
+            keep = shared
         for other in free:
             if other is not slot:
                 self.park(other)
@@ -100,6 +118,38 @@ class Slots:
             keep = 0
         del slot.tokens[keep:]
         return slot, keep
+
+    def adopt(self, slot: Slot, prompt: list[int]) -> int:
+        """Before a busy slot reads more of ``prompt``: share the cells of another slot that
+        now holds a longer prefix of it (written since this one was admitted). Returns the
+        prompt tokens the slot holds."""
+        donor, shared = self._donor(prompt)
+        if donor is not None and shared > len(slot.tokens):
+            self._share(slot, donor, shared)
+        return len(slot.tokens)
+
+    def _share(self, slot: Slot, donor: Slot, length: int) -> None:
+        self.forget(slot)
+        llama_cpp.llama_memory_seq_cp(self.memory, donor.id, slot.id, 0, length)
+        slot.tokens[:] = donor.tokens[:length]
+        self.shared += 1
+
+    def longest_cached(self, prompt: list[int]) -> int:
+        """The most prompt tokens a new sequence would find cached (see :meth:`take`)."""
+        return max((common_prefix(slot.tokens, prompt) for slot in self.all), default=0)
+
+    def _donor(self, prompt: list[int]) -> tuple[Slot | None, int]:
+        """The slot whose cells hold the longest prefix of ``prompt``. Sharing them is free:
+        llama.cpp's unified pool counts a cell's sequences, and the prefix's cells lie below
+        every cell the new sequence will write, in their order."""
+        best, length = None, 0
+        for slot in self.all:
+            if slot.parked is not None:
+                continue
+            n = common_prefix(slot.tokens, prompt)
+            if n > length:
+                best, length = slot, n
+        return best, min(length, len(prompt) - 1)
 
     def give_back(self, slot: Slot, keep_cache: bool) -> None:
         """The slot's sequence is done; its cache is kept (in its cells while nobody else
