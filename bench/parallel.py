@@ -1,7 +1,9 @@
 """Many streams at once: aggregate decode tokens/s through the HTTP API (server in its own
 process) at 1, 2, 4 and 8 concurrent streams, beside the engine's own batched ceiling measured in
-the same run (llama-cpp-python's low-level API, N sequences in one llama_batch, no server); and
-the time to first token of a request that arrives while four streams decode, over its idle time.
+the same run (llama-cpp-python's low-level API, N sequences in one llama_batch, no server); the
+same streams' delivered tokens/s (counted from the requests, so the wait for the first token
+counts); four new conversations sent together (first token, delivered tokens/s); and the time to
+first token of a request that arrives while four streams decode, over its idle time.
 Run: .venv/bin/python -m bench.parallel
 With LLAMA_SERVER=/path/to/llama-server (llama.cpp's own server, built from the same llama.cpp as
 the wheel), the same figures are measured for it in the same run, with the same slots and threads.
@@ -37,7 +39,7 @@ TEMPLATE = (
     "<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 )
 SLOTS = 8
-ROUNDS = 3
+ROUNDS = 5
 
 
 def prompt(i: int) -> str:
@@ -117,11 +119,33 @@ async def stream(
     return started, first, last, count
 
 
-async def http_aggregate(session: aiohttp.ClientSession, url: str, n: int) -> float:
+async def http_aggregate(session: aiohttp.ClientSession, url: str, n: int) -> tuple[float, float]:
+    """(decode tokens/s from the first token to the last, delivered tokens/s from the requests
+    to the last token) of n concurrent streams."""
     runs = await asyncio.gather(*(stream(session, url, prompt(i), TOKENS) for i in range(n)))
-    tokens = sum(count - 1 for _, _, _, count in runs)
-    window = max(last for _, _, last, _ in runs) - min(first for _, first, _, _ in runs)
-    return tokens / window
+    return rates(runs)
+
+
+def rates(runs: list[tuple[float, float, float, int]]) -> tuple[float, float]:
+    last = max(last for _, _, last, _ in runs)
+    decoded = sum(count - 1 for _, _, _, count in runs)
+    delivered = sum(count for _, _, _, count in runs)
+    return (
+        decoded / (last - min(first for _, first, _, _ in runs)),
+        delivered / (last - min(started for started, _, _, _ in runs)),
+    )
+
+
+async def new_conversations(
+    session: aiohttp.ClientSession, url: str, round_: int
+) -> tuple[float, float]:
+    """(median time to first token, delivered tokens/s) of four conversations never seen
+    before, sent together; they share only the system prompt of the chat template."""
+    questions = [
+        f"Write a short story about {TOPICS[i]} in {40 + 4 * round_ + i} words." for i in range(4)
+    ]
+    runs = await asyncio.gather(*(stream(session, url, q, TOKENS // 2) for q in questions))
+    return median([first - started for started, first, _, _ in runs]), rates(runs)[1]
 
 
 async def late_first_token(session: aiohttp.ClientSession, url: str) -> tuple[float, float]:
@@ -177,15 +201,24 @@ async def measure(servers: dict[str, contextlib.AbstractAsyncContextManager[str]
         session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
         for url in urls.values():
             await stream(session, url, prompt(0), 8)  # load the model once
-        for _ in range(ROUNDS):
+        for round_ in range(ROUNDS):
             for name, url in urls.items():
                 for n in (1, 2, 4, 8):
-                    value = await http_aggregate(session, url, n)
-                    figures[name].setdefault(str(n), []).append(value)
+                    decode, delivered = await http_aggregate(session, url, n)
+                    figures[name].setdefault(str(n), []).append(decode)
+                    figures[name].setdefault(f"{n} delivered", []).append(delivered)
+                first, delivered = await new_conversations(session, url, round_)
+                figures[name].setdefault("new first", []).append(first)
+                figures[name].setdefault("new delivered", []).append(delivered)
                 idle, busy = await late_first_token(session, url)
                 figures[name].setdefault("idle", []).append(idle)
                 figures[name].setdefault("busy", []).append(busy)
-    return {name: {k: median(v) for k, v in f.items()} for name, f in figures.items()}
+    return figures
+
+
+def paired(box: dict[str, list[float]], theirs: dict[str, list[float]], key: str) -> float:
+    """The median of the rounds' ratios: each pair was measured minutes apart at most."""
+    return median([a / b for a, b in zip(box[key], theirs[key], strict=True)])
 
 
 async def main() -> None:
@@ -204,11 +237,27 @@ async def main() -> None:
         }
         if peer:
             servers[peer_name] = llama_server(peer, path)
-        measured = await measure(servers)
+        rounds = await measure(servers)
+    measured = {name: {k: median(v) for k, v in f.items()} for name, f in rounds.items()}
     columns = {"engine (no server)": ceiling, **measured}
     print("aggregate decode tokens/s" + "".join(f"{name:>28}" for name in columns))
     for n in ("1", "2", "4", "8"):
         print(f"  {n} stream(s)            " + "".join(f"{c[n]:28.1f}" for c in columns.values()))
+    print("delivered tokens/s (from the requests)" + "".join(f"{name:>28}" for name in measured))
+    for n in ("1", "2", "4", "8"):
+        print(
+            f"  {n} stream(s)                         "
+            + "".join(f"{c[n + ' delivered']:28.1f}" for c in measured.values())
+        )
+    print("four new conversations at once" + "".join(f"{name:>28}" for name in measured))
+    print(
+        "  first token (ms)              "
+        + "".join(f"{c['new first'] * 1000:28.0f}" for c in measured.values())
+    )
+    print(
+        "  delivered tokens/s            "
+        + "".join(f"{c['new delivered']:28.1f}" for c in measured.values())
+    )
     engine_ratio = ceiling["4"] / ceiling["1"]
     for name, figures in measured.items():
         ratio = figures["4"] / figures["1"]
@@ -219,10 +268,14 @@ async def main() -> None:
             f"ms: {figures['busy'] / figures['idle']:.2f}x (target <= 2)"
         )
     if peer:
-        box, theirs = measured["appliance HTTP"], measured[peer_name]
+        box, theirs = rounds["appliance HTTP"], rounds[peer_name]
         print(
-            f"appliance / llama-server: 1 stream {box['1'] / theirs['1']:.2f}, "
-            f"4 streams {box['4'] / theirs['4']:.2f} (target > 1 on both)"
+            "appliance / llama-server, the median of the rounds' ratios: decode 1 stream "
+            f"{paired(box, theirs, '1'):.2f}, 4 streams {paired(box, theirs, '4'):.2f} "
+            f"(target > 1 on both); delivered 1 stream {paired(box, theirs, '1 delivered'):.2f}, "
+            f"4 streams {paired(box, theirs, '4 delivered'):.2f}; four new conversations: "
+            f"first token {paired(box, theirs, 'new first'):.2f}x, delivered "
+            f"{paired(box, theirs, 'new delivered'):.2f}"
         )
 
 
