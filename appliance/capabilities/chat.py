@@ -81,6 +81,8 @@ class CompletionRequest:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    """Prompt tokens found in the model's cache, not read again (OpenAI's ``cached_tokens``)."""
     prompt_ms: float = 0.0
     decode_ms: float = 0.0
     load_ms: float = 0.0

@@ -76,11 +76,12 @@ def _logprobs_block(items: list[dict[str, Any]] | None) -> dict[str, Any] | None
     return {"content": items, "refusal": None}
 
 
-def _usage(run: ChatRun) -> dict[str, int]:
+def _usage(run: ChatRun) -> dict[str, Any]:
     return {
         "prompt_tokens": run.usage.prompt_tokens,
         "completion_tokens": run.usage.completion_tokens,
         "total_tokens": run.usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": run.usage.cached_tokens},
     }
 
 

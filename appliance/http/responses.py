@@ -214,7 +214,10 @@ class ResponseBuilder:
         if run is not None and status != "in_progress":
             usage = {
                 "input_tokens": run.usage.prompt_tokens,
-                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                "input_tokens_details": {
+                    "cached_tokens": run.usage.cached_tokens,
+                    "cache_write_tokens": 0,
+                },
                 "output_tokens": run.usage.completion_tokens,
                 "output_tokens_details": {"reasoning_tokens": 0},
                 "total_tokens": run.usage.total_tokens,

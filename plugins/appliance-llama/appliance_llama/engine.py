@@ -194,7 +194,7 @@ class LlamaEngine:
         if taken is None:
             return False
         slot, keep = taken
-        sequence.n_past = keep
+        sequence.n_past = sequence.cached = keep
         sequence.slot = slot
         sequence.sampler = (
             None
@@ -373,7 +373,9 @@ class LlamaEngine:
         for i, seq in enumerate(waiting):
             if any(_still_reading(other, seq) for other in waiting[:i]):
                 continue
-            seq.n_past = self.caches.adopt(seq.slot, seq.prompt)
+            held = self.caches.adopt(seq.slot, seq.prompt)
+            if held != seq.n_past:
+                seq.n_past = seq.cached = held
             ready.append(seq)
         return ready
 

@@ -102,6 +102,8 @@ class Sequence:
     sampler: Any = None
     n_past: int = 0
     """Tokens of this sequence already in the KV cache."""
+    cached: int = 0
+    """Prompt tokens that were in the KV cache before it read any."""
     next_token: int | None = None
     """The token sampled last, to be decoded in the next step."""
     produced: int = 0
@@ -162,6 +164,7 @@ class Sequence:
         usage = Usage(
             prompt_tokens=len(self.prompt),
             completion_tokens=self.produced,
+            cached_tokens=self.cached,
             prompt_ms=(first - self.admitted_at) * 1000 if self.admitted_at else 0.0,
             decode_ms=(now - first) * 1000,
         )

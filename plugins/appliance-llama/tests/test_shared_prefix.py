@@ -1,20 +1,24 @@
 """A new conversation whose system prompt is in the cells of a request in flight shares those
 cells instead of reading the prompt again, and answers as it does alone; the shared cells
-outlive the request that wrote them."""
+outlive the request that wrote them. Clients see it in ``usage.prompt_tokens_details``."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import llama_cpp
 import pytest
 from appliance_llama.engine import LlamaEngine
 from appliance_llama.sequence import Sequence
 from appliance_llama.slots import common_prefix
+from openai import AsyncOpenAI
 
 from appliance import GenerationChunk
 
-from .conftest import default_chat_engine, greedy_sequence
+from .conftest import CHAT, default_chat_engine, greedy_sequence
+from .test_batching import batched_client
 
 pytestmark = pytest.mark.model
 TEMPLATE = (
@@ -107,3 +111,39 @@ def test_conversations_admitted_together_read_their_system_prompt_once(
     while not all(s.finished for s in together):
         decode(engine, together, texts)
     assert [texts[id(s)] for s in together] == lone
+
+
+async def test_a_client_sees_its_system_prompt_shared_from_a_request_in_flight(
+    aiohttp_client: Any, home: Path
+) -> None:
+    client = await batched_client(aiohttp_client, home)
+    openai = AsyncOpenAI(base_url=str(client.make_url("/v1")), api_key="unused", max_retries=0)
+    system = "You are the front desk of a small office. Answer briefly and politely, in English."
+
+    def messages(question: str) -> Any:
+        return [{"role": "system", "content": system}, {"role": "user", "content": question}]
+
+    story = await openai.chat.completions.create(
+        model=CHAT, messages=messages("Tell me a long story."), temperature=0, max_tokens=96,
+        stream=True,
+    )  # fmt: skip
+    async for chunk in story:  # the first request of a fresh box: only its cells hold the prompt
+        if chunk.choices and chunk.choices[0].delta.content:
+            break
+    question = messages("Where is the printer?")
+    beside = await openai.chat.completions.create(
+        model=CHAT, messages=question, temperature=0, max_tokens=24
+    )
+    async for _ in story:
+        pass
+    usage = beside.usage
+    assert usage is not None and usage.prompt_tokens_details is not None
+    cached = usage.prompt_tokens_details.cached_tokens or 0
+    assert 20 < cached < usage.prompt_tokens, "the system prompt came from the story's cells"
+    alone = await openai.chat.completions.create(
+        model=CHAT, messages=question, temperature=0, max_tokens=24
+    )
+    assert beside.choices[0].message.content == alone.choices[0].message.content
+    assert alone.usage is not None and alone.usage.prompt_tokens_details is not None
+    assert alone.usage.prompt_tokens_details.cached_tokens == usage.prompt_tokens - 1
+    await openai.close()
