@@ -44,6 +44,22 @@ def greedy_sequence(engine: Any, text: str, max_tokens: int) -> Sequence:
     return Sequence(prompt, SamplingOptions(temperature=0, max_tokens=max_tokens), limit=1024)
 
 
+async def batched_client(aiohttp_client: Any, home: Path, **overrides: Any) -> Any:
+    """A live server of the default chat model with four slots (``overrides``: settings)."""
+    require_default_models()
+    values: dict[str, Any] = {
+        "load_plugins": ("llama",),
+        "models_dir": MODELS_DIR,
+        "n_threads": 2,
+        "chat_ctx": 1024,
+        "parallel": 4,
+        **overrides,
+    }
+    return await aiohttp_client(
+        create_app(make_settings(home, **values)), server_kwargs={"handler_cancellation": True}
+    )
+
+
 def require_default_models() -> None:
     store = ModelStore(MODELS_DIR, load_catalog())
     missing = [m.id for m in load_catalog().defaults() if not store.has(m)]

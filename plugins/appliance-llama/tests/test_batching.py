@@ -14,10 +14,7 @@ import jsonschema
 import pytest
 from aiohttp.test_utils import TestClient
 
-from appliance.app import create_app
-from tests.fixtures import make_settings
-
-from .conftest import CHAT, MODELS_DIR, require_default_models
+from .conftest import CHAT, batched_client
 
 pytestmark = pytest.mark.model
 PROMPTS = [
@@ -27,21 +24,6 @@ PROMPTS = [
     "Write a haiku about the sea.",
 ]
 Client = TestClient  # type: ignore[type-arg]
-
-
-async def batched_client(aiohttp_client: Any, home: Path, **overrides: Any) -> Any:
-    require_default_models()
-    values: dict[str, Any] = {
-        "load_plugins": ("llama",),
-        "models_dir": MODELS_DIR,
-        "n_threads": 2,
-        "chat_ctx": 1024,
-        "parallel": 4,
-        **overrides,
-    }
-    return await aiohttp_client(
-        create_app(make_settings(home, **values)), server_kwargs={"handler_cancellation": True}
-    )
 
 
 async def chat(client: Any, content: str, max_tokens: int = 48, **extra: Any) -> str:

@@ -17,8 +17,7 @@ from openai import AsyncOpenAI
 
 from appliance import GenerationChunk
 
-from .conftest import CHAT, default_chat_engine, greedy_sequence
-from .test_batching import batched_client
+from .conftest import CHAT, batched_client, default_chat_engine, greedy_sequence
 
 pytestmark = pytest.mark.model
 TEMPLATE = (
