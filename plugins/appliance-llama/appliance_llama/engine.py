@@ -366,16 +366,16 @@ class LlamaEngine:
         return rows, prefill, decoding
 
     def _readable(self, waiting: list[Sequence]) -> list[Sequence]:
-        """The prompts to read now. A prompt whose prefix an earlier one is still reading (a
-        system prompt or template they share) waits for those cells rather than read it again
-        beside it; then it takes the longest prefix another slot's cells hold."""
+        """The prompts to read now. A prompt that has read nothing of its own yet, whose
+        prefix an earlier one is still reading (a system prompt or template they share), waits
+        for those cells rather than read it again beside it; then it takes the longest prefix
+        another slot's cells hold. Once it reads, it keeps its own cells."""
         ready = []
         for i, seq in enumerate(waiting):
-            if any(_still_reading(other, seq) for other in waiting[:i]):
-                continue
-            held = self.caches.adopt(seq.slot, seq.prompt)
-            if held != seq.n_past:
-                seq.n_past = seq.cached = held
+            if seq.n_past == seq.cached:
+                if any(_still_reading(other, seq) for other in waiting[:i]):
+                    continue
+                seq.n_past = seq.cached = self.caches.adopt(seq.slot, seq.prompt)
             ready.append(seq)
         return ready
 

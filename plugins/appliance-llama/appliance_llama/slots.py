@@ -120,8 +120,8 @@ class Slots:
         return slot, keep
 
     def adopt(self, slot: Slot, prompt: list[int]) -> int:
-        """Before a busy slot reads more of ``prompt``: share the cells of another slot that
-        now holds a longer prefix of it (written since this one was admitted). Returns the
+        """Before a busy slot reads any of ``prompt`` itself: share the cells of another slot
+        that now holds a longer prefix of it (written since this one was admitted). Returns the
         prompt tokens the slot holds."""
         donor, shared = self._donor(prompt)
         if donor is not None and shared > len(slot.tokens):
