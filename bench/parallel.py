@@ -206,7 +206,8 @@ async def measure(
             await stream(session, url, prompt(0), 8)  # load the model once
         for round_ in range(ROUNDS):
             for n in (1, 2, 4, 8):  # the servers are idle meanwhile
-                figures[ENGINE].setdefault(str(n), []).append(engine_ceiling(path, n))
+                ceiling = await asyncio.to_thread(engine_ceiling, path, n)
+                figures[ENGINE].setdefault(str(n), []).append(ceiling)
             for name, url in urls.items():
                 for n in (1, 2, 4, 8):
                     decode, delivered = await http_aggregate(session, url, n)
