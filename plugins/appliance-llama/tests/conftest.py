@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[3]
 MODELS_DIR = REPO / ".cache" / "models"
 CHAT = "smollm2:135m"
+Scope = Literal["function", "module"]
 EMBED = "all-minilm:l6-v2"
 
 
@@ -32,6 +33,18 @@ def default_chat_engine(slots: int) -> Any:
     catalog = load_catalog()
     path = ModelStore(MODELS_DIR, catalog).verified_path(catalog.get(CHAT))
     return LlamaEngine(path, pool_tokens=2048, slots=slots, n_threads=2)
+
+
+def engine_fixture(slots: int, scope: Scope = "function") -> Any:
+    """A test file's ``engine`` fixture: ``engine = engine_fixture(4)``."""
+
+    @pytest.fixture(scope=scope, name="engine")
+    def fixture() -> Iterator[Any]:
+        engine = default_chat_engine(slots)
+        yield engine
+        engine.close()
+
+    return fixture
 
 
 def greedy_sequence(engine: Any, text: str, max_tokens: int) -> Sequence:

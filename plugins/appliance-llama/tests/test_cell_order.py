@@ -4,8 +4,6 @@ tails are dropped, and a compaction moves caches without changing a single answe
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import llama_cpp
 import pytest
 from appliance_llama import slots
@@ -14,7 +12,7 @@ from appliance_llama.sequence import Sequence
 
 from appliance import GenerationChunk
 
-from .conftest import default_chat_engine, greedy_sequence
+from .conftest import engine_fixture, greedy_sequence
 
 pytestmark = pytest.mark.model
 TEMPLATE = (
@@ -25,11 +23,7 @@ QUESTIONS = ["Name three colours.", "What is two plus two?", "Write a haiku abou
 SHORT = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 
 
-@pytest.fixture
-def engine() -> Iterator[LlamaEngine]:
-    engine = default_chat_engine(4)
-    yield engine
-    engine.close()
+engine = engine_fixture(4)
 
 
 def sequence(

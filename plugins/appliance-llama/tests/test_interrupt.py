@@ -6,24 +6,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from appliance_llama.engine import LlamaEngine
 from appliance_llama.sequence import Sequence
 
-from .conftest import default_chat_engine, greedy_sequence
+from .conftest import engine_fixture, greedy_sequence
 
 pytestmark = pytest.mark.model
 STORY = "<|im_start|>user\nTell a story about a fox.<|im_end|>\n<|im_start|>assistant\n"
 QUESTION = "<|im_start|>user\nWhat is two plus two?<|im_end|>\n<|im_start|>assistant\n"
 
 
-@pytest.fixture(scope="module")
-def engine() -> Iterator[LlamaEngine]:
-    engine = default_chat_engine(2)
-    yield engine
-    engine.close()
+engine = engine_fixture(2, "module")
 
 
 def sequence(engine: LlamaEngine, text: str, tokens: int = 40) -> Sequence:

@@ -3,24 +3,18 @@ for the next turn with the same answer."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import llama_cpp
 import pytest
 from appliance_llama.engine import LlamaEngine
 from appliance_llama.sequence import Sequence
 
-from .conftest import default_chat_engine, greedy_sequence
+from .conftest import default_chat_engine, engine_fixture, greedy_sequence
 
 pytestmark = pytest.mark.model
 TURN = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 
 
-@pytest.fixture
-def engine() -> Iterator[LlamaEngine]:
-    engine = default_chat_engine(2)
-    yield engine
-    engine.close()
+engine = engine_fixture(2)
 
 
 def sequence_for(engine: LlamaEngine, text: str, tokens: int = 24) -> Sequence:

@@ -3,15 +3,13 @@ tokens as llama.cpp's greedy sampler, and a chain still for anything that change
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from appliance_llama.engine import LlamaEngine
 from appliance_llama.sequence import Sequence
 
 from appliance import GenerationChunk, SamplingOptions
 
-from .conftest import default_chat_engine
+from .conftest import engine_fixture
 
 pytestmark = pytest.mark.model
 PROMPTS = [
@@ -20,11 +18,7 @@ PROMPTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def engine() -> Iterator[LlamaEngine]:
-    engine = default_chat_engine(2)
-    yield engine
-    engine.close()
+engine = engine_fixture(2, "module")
 
 
 def answers(engine: LlamaEngine, sampling: SamplingOptions) -> tuple[list[str], list[bool]]:
