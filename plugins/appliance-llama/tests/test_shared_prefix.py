@@ -4,7 +4,6 @@ outlive the request that wrote them. Clients see it in ``usage.prompt_tokens_det
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from openai import AsyncOpenAI
 
 from appliance import GenerationChunk
 
-from .conftest import CHAT, batched_client, default_chat_engine, greedy_sequence
+from .conftest import CHAT, batched_client, engine_fixture, greedy_sequence
 
 pytestmark = pytest.mark.model
 TEMPLATE = (
@@ -27,11 +26,7 @@ TEMPLATE = (
 FIRST, SECOND = "Tell me a story about a lighthouse.", "What is two plus two?"
 
 
-@pytest.fixture
-def engine() -> Iterator[LlamaEngine]:
-    engine = default_chat_engine(4)
-    yield engine
-    engine.close()
+engine = engine_fixture(4)
 
 
 def ask(engine: LlamaEngine, question: str, tokens: int) -> Sequence:
@@ -145,4 +140,10 @@ async def test_a_client_sees_its_system_prompt_shared_from_a_request_in_flight(
     assert beside.choices[0].message.content == alone.choices[0].message.content
     assert alone.usage is not None and alone.usage.prompt_tokens_details is not None
     assert alone.usage.prompt_tokens_details.cached_tokens == usage.prompt_tokens - 1
+    answer = await openai.responses.create(
+        model=CHAT, instructions=system, input="Where is the printer?", temperature=0,
+        max_output_tokens=24,
+    )  # fmt: skip
+    assert answer.usage is not None
+    assert 20 < answer.usage.input_tokens_details.cached_tokens < answer.usage.input_tokens
     await openai.close()
