@@ -206,8 +206,7 @@ async def measure(
             await stream(session, url, prompt(0), 8)  # load the model once
         for round_ in range(ROUNDS):
             for n in (1, 2, 4, 8):  # the servers are idle meanwhile
-                ceiling = await asyncio.to_thread(engine_ceiling, path, n)
-                figures[ENGINE].setdefault(str(n), []).append(ceiling)
+                figures[ENGINE].setdefault(str(n), []).append(engine_ceiling(path, n))
             for name, url in urls.items():
                 for n in (1, 2, 4, 8):
                     decode, delivered = await http_aggregate(session, url, n)
